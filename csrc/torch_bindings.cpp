@@ -1,0 +1,28 @@
+// The only file that registers: op schemas for torch.ops.pagedinfer, and one implementation per
+// dispatch key. Mutated arguments are marked (Tensor(a!)) so functionalization and torch.compile
+// know what each op writes. Fake (meta) implementations live in python/pagedinfer/ops.py.
+#include <torch/library.h>
+
+#include "ops/cache_ops.h"
+
+TORCH_LIBRARY(pagedinfer, m) {
+  m.def(
+      "reshape_and_cache(Tensor key, Tensor value, Tensor(a!) key_cache, Tensor(b!) value_cache, "
+      "Tensor slot_mapping) -> ()");
+  m.def("copy_blocks(Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, Tensor block_mapping) -> ()");
+  m.def("swap_blocks(Tensor src, Tensor(a!) dst, Tensor block_mapping) -> ()");
+}
+
+TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
+  m.impl("reshape_and_cache", &pagedinfer::ops::reshape_and_cache_cpu);
+  m.impl("copy_blocks", &pagedinfer::ops::copy_blocks_cpu);
+  m.impl("swap_blocks", &pagedinfer::ops::swap_blocks_cpu);
+}
+
+#ifdef PAGEDINFER_WITH_CUDA
+TORCH_LIBRARY_IMPL(pagedinfer, CUDA, m) {
+  m.impl("reshape_and_cache", &pagedinfer::ops::reshape_and_cache_cuda);
+  m.impl("copy_blocks", &pagedinfer::ops::copy_blocks_cuda);
+  m.impl("swap_blocks", &pagedinfer::ops::swap_blocks_cuda);
+}
+#endif

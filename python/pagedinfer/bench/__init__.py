@@ -1,0 +1,13 @@
+"""`pagedinfer bench`: microbenchmarks of every op against its PyTorch baseline and the machine's
+limits. Suites register themselves with @suite in their module; list the module here."""
+import importlib
+
+from pagedinfer.bench.core import SUITES, BenchContext, Row, suite  # noqa: F401
+
+SUITE_MODULES = ["machine", "cache"]
+
+
+def load_suites() -> dict:
+    for module in SUITE_MODULES:
+        importlib.import_module(f"pagedinfer.bench.{module}")
+    return SUITES
