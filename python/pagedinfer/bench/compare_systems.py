@@ -138,29 +138,108 @@ class LlamaCppSystem(System):
 
 
 class PagedinferSystem(System):
-    """pagedinfer's engine (LLM.generate) on the same file."""
+    """pagedinfer's engine (LLM.generate) on the same file; also the serving workloads that need
+    an engine taking requests over time (online arrivals, prefix caching)."""
 
     name = "pagedinfer"
 
-    def __init__(self, model_path: str, threads: int, enable_prefix_caching: bool = True, **kwargs):
+    def __init__(self, model_path: str, threads: int, **kwargs):
         import torch
 
         import pagedinfer
 
         torch.set_num_threads(threads)
         self.pagedinfer = pagedinfer
-        self.llm = pagedinfer.LLM(model=model_path, enable_prefix_caching=enable_prefix_caching,
-                                  **kwargs)
+        self.model_path = model_path
+        self.kwargs = kwargs
+        self.llm = pagedinfer.LLM(model=model_path, progress=False, **kwargs)
+
+    def _params(self, max_tokens):
+        return self.pagedinfer.SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
 
     def generate(self, prompts, max_tokens):
-        params = self.pagedinfer.SamplingParams(temperature=0.0, max_tokens=max_tokens,
-                                                ignore_eos=True)
         start = time.perf_counter()
-        results = self.llm.generate(prompts, params, use_tqdm=False)
+        results = self.llm.generate(prompts, self._params(max_tokens), use_tqdm=False)
         total = time.perf_counter() - start
-        ttft = [getattr(r.metrics, "ttft", None) if hasattr(r, "metrics") else None for r in results]
+        ttft = [r.metrics.time_to_first_token for r in results]
         return ([list(r.outputs[0].token_ids) for r in results],
-                {"total_s": total, "ttft_s": ttft if all(t is not None for t in ttft) else None})
+                {"total_s": total, "ttft_s": ttft if None not in ttft else None})
+
+    def extra_workloads(self, spec, window) -> dict:
+        return {"online": [self._online(spec, window, rate) for rate in spec["online"]["rates"]],
+                "shared_prefix": self._shared_prefix(spec, window)}
+
+    def _online(self, spec, window, rate: float) -> dict:
+        """Requests arrive by a Poisson process at `rate`/s; the engine steps whenever work is
+        queued. Records each token's time: TTFT from arrival, inter-token latency between tokens;
+        goodput counts requests that met both latency objectives, per second of the run."""
+        import random
+
+        o = spec["online"]
+        rng = random.Random(1234)
+        arrivals, t = [], 0.0
+        for _ in range(o["requests"]):
+            t += rng.expovariate(rate)
+            arrivals.append(t)
+        prompts = [window(spec, 200 + i, o["prompt"]) for i in range(o["requests"])]
+        token_times: dict[str, list[float]] = {}
+        seqs, start, nxt = [], time.perf_counter(), 0
+        while nxt < len(arrivals) or any(not s.is_finished for s in seqs):
+            now = time.perf_counter() - start
+            while nxt < len(arrivals) and arrivals[nxt] <= now:
+                seq = self.llm.add_request(prompts[nxt], self._params(o["tokens"]))
+                seq.bench_arrival = start + arrivals[nxt]
+                seqs.append(seq)
+                token_times[seq.request_id] = []
+                nxt += 1
+            if all(s.is_finished for s in seqs):
+                time.sleep(max(0.0, min(0.01, arrivals[nxt] - now)))
+                continue
+            for seq in self.llm.step():
+                token_times[seq.request_id].append(time.perf_counter())
+        duration = time.perf_counter() - start
+        ttfts, itls, good = [], [], 0
+        for seq in seqs:
+            times = token_times[seq.request_id]
+            ttft = times[0] - seq.bench_arrival
+            gaps = [b - a for a, b in zip(times, times[1:])]
+            ttfts.append(ttft)
+            itls.extend(gaps)
+            if ttft <= o["slo_ttft_s"] and (not gaps or max(gaps) <= o["slo_itl_s"]):
+                good += 1
+
+        def pct(values, q):
+            values = sorted(values)
+            return values[min(len(values) - 1, int(q * len(values)))] if values else 0.0
+
+        return {"rate": rate, "requests": len(seqs), "duration_s": duration,
+                "tok_s": sum(len(v) for v in token_times.values()) / duration,
+                "ttft_p50_s": pct(ttfts, 0.5), "ttft_p90_s": pct(ttfts, 0.9), "ttft_p99_s": pct(ttfts, 0.99),
+                "itl_p50_s": pct(itls, 0.5), "itl_p90_s": pct(itls, 0.9), "itl_p99_s": pct(itls, 0.99),
+                "goodput_req_s": good / duration, "slo_met": good}
+
+    def _shared_prefix(self, spec, window) -> dict:
+        """Requests that share a long system prompt, with prefix caching on and off: one request
+        first (it fills the cache), then the rest together."""
+        sp = spec["shared_prefix"]
+        system = window(spec, 300, sp["system"])
+        prompts = [system + window(spec, 400 + i, sp["user"]) for i in range(sp["requests"])]
+        result = {}
+        for caching in (True, False):
+            llm = self.pagedinfer.LLM(model=self.model_path, progress=False,
+                                      enable_prefix_caching=caching, **self.kwargs)
+            llm.generate(prompts[:1], self._params(sp["tokens"]), use_tqdm=False)
+            start = time.perf_counter()
+            out = llm.generate(prompts[1:], self._params(sp["tokens"]), use_tqdm=False)
+            total = time.perf_counter() - start
+            ttft = [r.metrics.time_to_first_token for r in out]
+            result["on" if caching else "off"] = {
+                "total_s": total, "ttft_mean_s": sum(ttft) / len(ttft),
+                "cached_prompt_tokens": sum(r.metrics.num_cached_tokens for r in out),
+                "prompt_tokens": sum(r.metrics.num_prompt_tokens for r in out),
+            }
+        result["speedup"] = result["off"]["total_s"] / result["on"]["total_s"]
+        return result
 
 
 class SyntheticSystem(System):

@@ -170,6 +170,20 @@ def print_report(doc: dict) -> None:
         add(f"{n} concurrent requests (tok/s)", lambda r, i=i: f"{r['closed_loop'][i]['tok_s']:.1f}")
     console.print(table)
     for s, r in doc["results"].items():
+        for o in r.get("online", []):
+            console.print(f"{s} online at {o['rate']:g} req/s: TTFT p50/p90/p99 "
+                          f"{1e3 * o['ttft_p50_s']:.0f}/{1e3 * o['ttft_p90_s']:.0f}/{1e3 * o['ttft_p99_s']:.0f} ms, "
+                          f"ITL p50/p90/p99 {1e3 * o['itl_p50_s']:.1f}/{1e3 * o['itl_p90_s']:.1f}/"
+                          f"{1e3 * o['itl_p99_s']:.1f} ms, goodput {o['goodput_req_s']:.2f} req/s "
+                          f"({o['slo_met']}/{o['requests']} met the objectives)")
+        if "shared_prefix" in r:
+            sp = r["shared_prefix"]
+            console.print(f"{s} shared system prompt: prefix caching on {sp['on']['total_s']:.2f} s "
+                          f"(TTFT {1e3 * sp['on']['ttft_mean_s']:.0f} ms, {sp['on']['cached_prompt_tokens']}"
+                          f"/{sp['on']['prompt_tokens']} prompt tokens from cache) vs off "
+                          f"{sp['off']['total_s']:.2f} s (TTFT {1e3 * sp['off']['ttft_mean_s']:.0f} ms): "
+                          f"{sp['speedup']:.2f}x")
+    for s, r in doc["results"].items():
         if "skipped" in r:
             console.print(f"[yellow]{s} skipped[/]: {r['skipped']}")
     corr = doc.get("correctness") or {}
