@@ -29,3 +29,19 @@ def test_ops_registered_for_cpu(op):
     assert torch._C._dispatch_has_kernel_for_dispatch_key(handle.default.name(), "CPU")
     if "cuda" in pagedinfer.build_info()["backends"]:
         assert torch._C._dispatch_has_kernel_for_dispatch_key(handle.default.name(), "CUDA")
+
+
+def test_cuda_build_without_nvcc_fails_clearly(tmp_path):
+    """PAGEDINFER_CUDA=1 with no nvcc stops before compiling, saying what to set."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PAGEDINFER_CUDA="1", CUDA_HOME=str(tmp_path / "no-cuda"),
+               PAGEDINFER_BUILD_DIR=str(tmp_path / "build"))
+    proc = subprocess.run([sys.executable, "setup.py", "build_ext", "--build-lib", str(tmp_path / "lib")],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "PAGEDINFER_CUDA=1 but no nvcc was found: set CUDA_HOME" in proc.stderr + proc.stdout
