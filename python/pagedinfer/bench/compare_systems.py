@@ -66,11 +66,35 @@ class LlamaCppSystem(System):
 
     def __init__(self, model_path: str, threads: int, max_seqs: int = 64, n_ctx: int = 16384):
         import llama_cpp
+        import llama_cpp.llama_cpp as raw
 
+        if os.environ.get("PAGEDINFER_LLAMACPP_EXTRA_BUFTS", "0") != "1":
+            # ggml's AMX "extra buffer" path (taken for Q4_1 on CPUs with AMX) segfaults in
+            # ggml_backend_amx_mul_mat with llama-cpp-python 0.3.36. Turning extra buffer types
+            # off leaves llama.cpp's AVX-512 kernels; for Q4_1 nothing else is repacked.
+            default_params = raw.llama_model_default_params
+
+            def without_extra_bufts():
+                params = default_params()
+                params.use_extra_bufts = False
+                return params
+
+            raw.llama_model_default_params = without_extra_bufts
+        # The high-level Llama sets n_seq_max only for embeddings; one sequence id per request
+        # needs it, with one KV buffer shared by all sequences.
+        default_context = raw.llama_context_default_params
+
+        def multi_sequence_context():
+            params = default_context()
+            params.n_seq_max = max_seqs
+            params.kv_unified = True
+            return params
+
+        raw.llama_context_default_params = multi_sequence_context
         self.lc = llama_cpp
         self.llama = llama_cpp.Llama(model_path=model_path, n_ctx=n_ctx, n_batch=2048,
                                      n_ubatch=512, n_threads=threads, n_threads_batch=threads,
-                                     n_seq_max=max_seqs, logits_all=False, verbose=False)
+                                     logits_all=False, verbose=False)
         self.ctx = self.llama.ctx
         self.n_vocab = self.llama.n_vocab()
         self.max_seqs = max_seqs
