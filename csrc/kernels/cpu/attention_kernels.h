@@ -81,6 +81,9 @@ void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& 
 void merge_attention_partials(const PagedAttentionParams& p, const AttentionMergeGroup& group,
                               const float* partials, const float* lse);
 
+// Keys are handled in chunks of at most this many positions (possibly spanning cache blocks).
+constexpr int kKeyChunk = 64;
+
 // The rows of one item for one KV head, as the per-ISA block kernels see them.
 struct BlockRows {
   int rows;       // tokens x group
@@ -88,6 +91,7 @@ struct BlockRows {
   int D;
   int64_t first_pos;  // position of the item's first query token
   int64_t window;     // <= 0: none
+  float scale;
 };
 
 // Valid key range [jlo, jhi) inside a chunk starting at key position k0 with n keys, for the

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/attention_kernels.h"
@@ -126,10 +127,216 @@ void store_row(T* dst, const float* src, float mul, int D) {
   for (; d < D; ++d) dst[d] = from_f32<T>(src[d] * mul);
 }
 
+// ---- bf16 fast path: 16 query rows in the lanes of a vector ------------------------------------
+// Q.K^T and P.V are vdpbf16ps dot products of bf16 pairs accumulated in fp32:
+//   scores  S[j][r]  += Qp[dp][r] . K[j] pair dp     Qp[dp][r] = (Q[r][2dp], Q[r][2dp+1]), lanes r
+//   output  OT[q][r] += Pp[jp][r] . Vp[jp][q]        Pp[jp][r] = (P[r][2jp], P[r][2jp+1]), lanes r
+// K pairs are broadcast straight from the cache rows (no packing); V rows are interleaved two keys
+// at a time (Vp[jp][q] = (V[2jp][d(q)], V[2jp+1][d(q)]) by vpunpck{l,h}wd, which orders d within
+// each 32-wide chunk as d(q) below); OT stays in that order until fast_finish. The softmax runs on
+// whole vectors (16 rows), the probabilities are rounded to bf16 for P.V (as GPU flash attention
+// does), the running sum l uses them unrounded.
+
 template <typename T>
-bool attend_block_fast(const BlockRows&, const float*, const T*, const T*, int64_t, int64_t, int,
-                       float*, float*, float*, float*) {
-  return false;
+bool fast_path_ok(int D) { return std::is_same_v<T, bf16_t> && D % 32 == 0 && D <= 512; }
+
+inline int packed_d(int q) { return (q & ~31) + 8 * ((q & 15) >> 2) + (q & 3) + 4 * ((q & 31) >> 4); }
+
+// Q fp32 [rows_pad, D] holding bf16 values -> Qp uint32 [D / 2, rows_pad].
+inline void fast_prepare(const float* Q, int rows_pad, int D, float* Qp_f) {
+  uint32_t* Qp = reinterpret_cast<uint32_t*>(Qp_f);
+  for (int r = 0; r < rows_pad; ++r)
+    for (int dp = 0; dp < D / 2; ++dp) {
+      const uint32_t lo = f32_to_bits(Q[static_cast<int64_t>(r) * D + 2 * dp]) >> 16;
+      const uint32_t hi = f32_to_bits(Q[static_cast<int64_t>(r) * D + 2 * dp + 1]) >> 16;
+      Qp[static_cast<int64_t>(dp) * rows_pad + r] = lo | (hi << 16);
+    }
+}
+
+// OT [D (packed order), rows_pad] -> [rows_pad, D] in place (tmp: rows_pad * D floats).
+inline void fast_finish(float* OT, int rows_pad, int D, float* tmp) {
+  for (int q = 0; q < D; ++q) {
+    const int d = packed_d(q);
+    for (int r = 0; r < rows_pad; ++r) tmp[static_cast<int64_t>(r) * D + d] = OT[static_cast<int64_t>(q) * rows_pad + r];
+  }
+  std::memcpy(OT, tmp, sizeof(float) * rows_pad * D);
+}
+
+inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+// S[j][rv0 * 16 ...] for RV row vectors and all n keys, KB keys at a time.
+template <int RV>
+void qk_rows(const uint32_t* Qp, int rows_pad, int rv0, const uint32_t* const* kp_all, int n,
+             int D, float scale, float* S) {
+  constexpr int KB = 16 / RV;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int j0 = 0; j0 < n; j0 += KB) {
+    const uint32_t* kp[KB];
+#pragma GCC unroll 16
+    for (int kb = 0; kb < KB; ++kb) kp[kb] = kp_all[j0 + kb < n ? j0 + kb : n];  // [n]: zero row
+    __m512 acc[RV][KB];
+#pragma GCC unroll 16
+    for (int rv = 0; rv < RV; ++rv)
+#pragma GCC unroll 16
+      for (int kb = 0; kb < KB; ++kb) acc[rv][kb] = _mm512_setzero_ps();
+    const uint32_t* q = Qp + rv0 * 16;
+    for (int dp = 0; dp < D / 2; ++dp, q += rows_pad) {
+      __m512i qv[RV];
+#pragma GCC unroll 4
+      for (int rv = 0; rv < RV; ++rv) qv[rv] = _mm512_loadu_si512(q + rv * 16);
+#pragma GCC unroll 16
+      for (int kb = 0; kb < KB; ++kb) {
+        const __m512i b = _mm512_set1_epi32(static_cast<int>(kp[kb][dp]));
+#pragma GCC unroll 4
+        for (int rv = 0; rv < RV; ++rv) acc[rv][kb] = dp_bf16(acc[rv][kb], qv[rv], b);
+      }
+    }
+#pragma GCC unroll 16
+    for (int kb = 0; kb < KB; ++kb) {
+      if (j0 + kb >= n) break;
+#pragma GCC unroll 4
+      for (int rv = 0; rv < RV; ++rv)
+        _mm512_storeu_ps(S + static_cast<int64_t>(j0 + kb) * rows_pad + (rv0 + rv) * 16,
+                         _mm512_mul_ps(acc[rv][kb], vscale));
+    }
+  }
+}
+
+// OT[q][rv0 * 16 ...] += Pp . Vp over n2 key pairs, DB output positions at a time.
+template <int RV>
+void pv_rows(const uint32_t* Pp, int rows_pad, int rv0, const uint32_t* Vp, int n2, int D,
+             float* OT) {
+  constexpr int DB = RV == 1 ? 16 : RV == 2 ? 8 : 4;
+  for (int q0 = 0; q0 < D; q0 += DB) {
+    __m512 acc[RV][DB];
+#pragma GCC unroll 4
+    for (int rv = 0; rv < RV; ++rv)
+#pragma GCC unroll 16
+      for (int db = 0; db < DB; ++db)
+        acc[rv][db] = _mm512_loadu_ps(OT + static_cast<int64_t>(q0 + db) * rows_pad + (rv0 + rv) * 16);
+    for (int jp = 0; jp < n2; ++jp) {
+      __m512i pv[RV];
+#pragma GCC unroll 4
+      for (int rv = 0; rv < RV; ++rv)
+        pv[rv] = _mm512_loadu_si512(Pp + static_cast<int64_t>(jp) * rows_pad + (rv0 + rv) * 16);
+      const uint32_t* v = Vp + static_cast<int64_t>(jp) * D + q0;
+#pragma GCC unroll 16
+      for (int db = 0; db < DB; ++db) {
+        const __m512i b = _mm512_set1_epi32(static_cast<int>(v[db]));
+#pragma GCC unroll 4
+        for (int rv = 0; rv < RV; ++rv) acc[rv][db] = dp_bf16(acc[rv][db], pv[rv], b);
+      }
+    }
+#pragma GCC unroll 4
+    for (int rv = 0; rv < RV; ++rv)
+#pragma GCC unroll 16
+      for (int db = 0; db < DB; ++db)
+        _mm512_storeu_ps(OT + static_cast<int64_t>(q0 + db) * rows_pad + (rv0 + rv) * 16, acc[rv][db]);
+  }
+}
+
+inline __m512i pack_pair(__m512 a, __m512 b) {
+  const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+  const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+template <typename T>
+void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* const* krow,
+                const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Vp_f,
+                float* Pp_f, const T* zero_row, float* m, float* l, float* OT) {
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    const int D = br.D;
+    const int nrv = rows_pad / 16;
+    const uint32_t* Qp = reinterpret_cast<const uint32_t*>(Qp_f);
+    uint32_t* Vp = reinterpret_cast<uint32_t*>(Vp_f);
+    uint32_t* Pp = reinterpret_cast<uint32_t*>(Pp_f);
+    const uint32_t* kp[kKeyChunk + 1];
+    for (int j = 0; j < n; ++j) kp[j] = reinterpret_cast<const uint32_t*>(krow[j] + hoff);
+    kp[n] = reinterpret_cast<const uint32_t*>(zero_row);
+
+    // 1. scores
+    for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+      switch (nrv - rv0 >= 4 ? 4 : nrv - rv0) {
+        case 1: qk_rows<1>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+        case 2: qk_rows<2>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+        case 3: qk_rows<3>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+        default: qk_rows<4>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+      }
+    }
+    // 2. masked online softmax, 16 rows at a time; P (bf16 pairs) into Pp
+    const int n2 = (n + 1) / 2;
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    const __m512 floor_m = _mm512_set1_ps(-1e30f);
+    for (int rv = 0; rv < nrv; ++rv) {
+      alignas(64) int32_t pos[16];
+      for (int i = 0; i < 16; ++i) {
+        const int r = rv * 16 + i;
+        pos[i] = r < br.rows ? static_cast<int32_t>(br.first_pos + r / br.group) : -(1 << 30);
+      }
+      const __m512i posv = _mm512_load_si512(pos);
+      const bool windowed = br.window > 0;
+      const __m512i lowv = _mm512_sub_epi32(posv, _mm512_set1_epi32(static_cast<int32_t>(windowed ? br.window - 1 : 0)));
+      float* s = S + rv * 16;
+      __m512 mx = neg_inf;
+      for (int j = 0; j < n; ++j) {
+        const __m512i kv = _mm512_set1_epi32(static_cast<int32_t>(k0 + j));
+        __mmask16 vis = _mm512_cmple_epi32_mask(kv, posv);
+        if (windowed) vis &= _mm512_cmpge_epi32_mask(kv, lowv);
+        const __m512 v = _mm512_mask_mov_ps(neg_inf, vis, _mm512_loadu_ps(s + static_cast<int64_t>(j) * rows_pad));
+        _mm512_storeu_ps(s + static_cast<int64_t>(j) * rows_pad, v);
+        mx = _mm512_max_ps(mx, v);
+      }
+      const __m512 m_old = _mm512_loadu_ps(m + rv * 16);
+      const __m512 m_new = _mm512_max_ps(m_old, mx);
+      const __m512 m_use = _mm512_max_ps(m_new, floor_m);
+      const __m512 alpha = exp512(_mm512_sub_ps(_mm512_max_ps(m_old, floor_m), m_use));
+      __m512 lsum = _mm512_mul_ps(_mm512_loadu_ps(l + rv * 16), alpha);
+      for (int jp = 0; jp < n2; ++jp) {
+        __m512 pr[2];
+        for (int k = 0; k < 2; ++k) {
+          const int j = 2 * jp + k;
+          if (j >= n) { pr[k] = _mm512_setzero_ps(); continue; }
+          const __m512 v = _mm512_loadu_ps(s + static_cast<int64_t>(j) * rows_pad);
+          const __mmask16 live = _mm512_cmp_ps_mask(v, neg_inf, _CMP_NEQ_OQ);
+          pr[k] = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(v, m_use)));
+          lsum = _mm512_add_ps(lsum, pr[k]);
+        }
+        _mm512_storeu_si512(Pp + static_cast<int64_t>(jp) * rows_pad + rv * 16, pack_pair(pr[0], pr[1]));
+      }
+      _mm512_storeu_ps(m + rv * 16, m_new);
+      _mm512_storeu_ps(l + rv * 16, lsum);
+      if (_mm512_cmp_ps_mask(alpha, _mm512_set1_ps(1.0f), _CMP_NEQ_OQ)) {
+        float* o = OT + rv * 16;
+        for (int q = 0; q < D; ++q)
+          _mm512_storeu_ps(o + static_cast<int64_t>(q) * rows_pad,
+                           _mm512_mul_ps(_mm512_loadu_ps(o + static_cast<int64_t>(q) * rows_pad), alpha));
+      }
+    }
+    // 3. V rows interleaved in pairs of keys
+    for (int jp = 0; jp < n2; ++jp) {
+      const T* v0 = vrow[2 * jp] + hoff;
+      const T* v1 = 2 * jp + 1 < n ? vrow[2 * jp + 1] + hoff : zero_row;
+      uint32_t* dst = Vp + static_cast<int64_t>(jp) * D;
+      for (int c = 0; c < D; c += 32) {
+        const __m512i a = _mm512_loadu_si512(v0 + c);
+        const __m512i b = _mm512_loadu_si512(v1 + c);
+        _mm512_storeu_si512(dst + c, _mm512_unpacklo_epi16(a, b));
+        _mm512_storeu_si512(dst + c + 16, _mm512_unpackhi_epi16(a, b));
+      }
+    }
+    // 4. output
+    for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+      switch (nrv - rv0 >= 4 ? 4 : nrv - rv0) {
+        case 1: pv_rows<1>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+        case 2: pv_rows<2>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+        case 3: pv_rows<3>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+        default: pv_rows<4>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+      }
+    }
+  }
 }
 
 #include "kernels/cpu/attention_kernels_impl.h"
