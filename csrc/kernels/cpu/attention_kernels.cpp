@@ -57,11 +57,11 @@ void store_row(T* dst, const float* src, float mul, int D) {
 // The scalar twin has no special kernel: always the generic fp32 chunk path.
 template <typename T>
 bool fast_path_ok(int) { return false; }
-inline void fast_prepare(const float*, int, int, float*) {}
+inline void fast_prepare(const BlockRows&, const float*, int, float*) {}
 template <typename T>
 void fast_chunk(const BlockRows&, int, const float*, const T* const*, const T* const*, int64_t,
                 int64_t, int, float*, float*, float*, const T*, float*, float*, float*) {}
-inline void fast_finish(float*, int, int, float*) {}
+inline void fast_finish(const BlockRows&, float*, int, float*) {}
 
 #include "kernels/cpu/attention_kernels_impl.h"
 

@@ -73,6 +73,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int64_t tok0 = p.query_start_loc[w.seq] + w.q_begin;
   const int64_t state = static_cast<int64_t>(kvn) * rows_pad;
   const bool fast = fast_path_ok<T>(D);
+  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale};
 
   const int64_t chunk_floats = static_cast<int64_t>(kKeyChunk) * (2 * D + rows_pad + D / 2 + rows_pad / 2 + 16) + D;
   float* Q = scratch.get(2 * state * D + 2 * state + state * D / 2 + chunk_floats + 64);
@@ -100,7 +101,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   for (int d = 0; d < D; ++d) zero[d] = 0.0f;
   if (fast)
     for (int gi = 0; gi < kvn; ++gi)
-      fast_prepare(Q + static_cast<int64_t>(gi) * rows_pad * D, rows_pad, D,
+      fast_prepare(br, Q + static_cast<int64_t>(gi) * rows_pad * D, rows_pad,
                    Qp + static_cast<int64_t>(gi) * rows_pad * D / 2);
 
   // Keys any row of the item can see.
@@ -109,12 +110,26 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
     k_lo = first_pos - p.sliding_window + 1;
   if (last_pos + 1 < k_hi) k_hi = last_pos + 1;
 
-  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale};
   const T* kc = static_cast<const T*>(p.key_cache);
   const T* vc = static_cast<const T*>(p.value_cache);
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
   const T* krow[kKeyChunk];  // row of head 0 at each key position of the chunk
   const T* vrow[kKeyChunk];
+  // The rows of the next chunk are prefetched into L2 while this one is computed: consecutive
+  // chunks live in unrelated blocks, which the hardware prefetchers cannot guess.
+  const int64_t kv_bytes = static_cast<int64_t>(kvn) * D * sizeof(T);
+  auto prefetch_chunk = [&](int64_t c0) {
+    const int64_t c1 = k_hi - c0 < kKeyChunk ? k_hi : c0 + kKeyChunk;
+    for (int64_t pos = c0; pos < c1; ++pos) {
+      const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
+      const char* kr = reinterpret_cast<const char*>(kc + (slot * p.num_kv_heads + w.kv_begin) * D);
+      const char* vr = reinterpret_cast<const char*>(vc + (slot * p.num_kv_heads + w.kv_begin) * D);
+      for (int64_t b = 0; b < kv_bytes; b += 64) {
+        __builtin_prefetch(kr + b, 0, 2);
+        __builtin_prefetch(vr + b, 0, 2);
+      }
+    }
+  };
   for (int64_t k0 = k_lo; k0 < k_hi; k0 += kKeyChunk) {
     const int n = static_cast<int>(k_hi - k0 < kKeyChunk ? k_hi - k0 : kKeyChunk);
     for (int j = 0; j < n; ++j) {
@@ -123,6 +138,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
       krow[j] = kc + slot * p.num_kv_heads * D;
       vrow[j] = vc + slot * p.num_kv_heads * D;
     }
+    if (k0 + kKeyChunk < k_hi) prefetch_chunk(k0 + kKeyChunk);
     for (int gi = 0; gi < kvn; ++gi) {
       const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
       const int64_t so = static_cast<int64_t>(gi) * rows_pad;
@@ -140,7 +156,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   }
   if (fast)  // back to [rows_pad, D] per KV head
     for (int gi = 0; gi < kvn; ++gi)
-      fast_finish(acc + static_cast<int64_t>(gi) * rows_pad * D, rows_pad, D, Q);
+      fast_finish(br, acc + static_cast<int64_t>(gi) * rows_pad * D, rows_pad, Q);
 
   if (w.part_offset < 0) {
     T* out = static_cast<T*>(p.out);
