@@ -11,6 +11,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm_kernels.h"
@@ -105,7 +106,11 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   panel = std::min(panel, N);
   const int64_t num_panels = (N + panel - 1) / panel;
   at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
-    at::Tensor buf = at::empty({panel, K}, xc.options());
+    // One panel buffer per thread, kept across calls: a fresh 512 KiB allocation is a fresh
+    // mmap whose pages the kernel must zero on first touch, which cost more than the GEMM.
+    thread_local std::vector<char> storage;
+    storage.resize(static_cast<size_t>(panel * K * elem));
+    at::Tensor buf = at::from_blob(storage.data(), {panel, K}, xc.options());
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * panel, rows = std::min(panel, N - n0);
       dequant(n0, n0 + rows, buf.data_ptr(), dtype_of(compute));
