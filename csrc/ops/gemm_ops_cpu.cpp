@@ -65,10 +65,25 @@ void check_scale(const at::Tensor& t, const char* op, const char* name, int64_t 
   check_size(t, op, name, 0, N, "N, out_features");
 }
 
-template <class Gemv, class Dequant>
+#ifdef PAGEDINFER_HAVE_AMX
+constexpr auto amx_pack = cpu::pack_x_vnni;
+#else
+void amx_pack(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*) {}
+#endif
+
+bool use_amx() {
+#ifdef PAGEDINFER_HAVE_AMX
+  const auto& f = cpu::cpu_features();
+  return cpu::active_isa() == cpu::Isa::kAvx512 && f.amx_tile && f.amx_bf16 && cpu::amx_available();
+#else
+  return false;
+#endif
+}
+
+template <class Gemv, class Dequant, class Amx>
 at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t group_size,
                        int64_t weight_row_bytes, const std::optional<at::Tensor>& bias_in,
-                       Gemv gemv, Dequant dequant) {
+                       Gemv gemv, Dequant dequant, Amx amx) {
   auto out_sizes = x_in.sizes().vec();
   out_sizes.back() = N;
   at::Tensor x = x_in.reshape({-1, K});
@@ -94,6 +109,24 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / std::max<int64_t>(1, weight_row_bytes));
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
       gemv(px, b, out.data_ptr(), dtype_of(out.scalar_type()), N, n0, n1);
+    });
+    return out.view(out_sizes);
+  }
+
+  if (x.scalar_type() == at::kBFloat16 && use_amx()) {
+    // AMX: pack x once (VNNI pairs of K for 16-row blocks), then 32-row blocks of W per task.
+    if (x.stride(1) != 1) x = x.contiguous();
+    const int64_t mblocks = (M + 15) / 16;
+    at::Tensor x_vnni = at::empty({mblocks * 16 * K}, x.options());
+    auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());
+    const auto* xp = static_cast<const uint16_t*>(x.data_ptr());
+    at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) {
+      amx_pack(xp, x.stride(0), M, K, b0, b1, xv);
+    });
+    at::Tensor out = at::empty({M, N}, x.options());
+    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t nb0, int64_t nb1) {
+      amx(xv, M, b, out.data_ptr(), cpu::DType::kBF16, N, nb0 * 32, std::min(nb1 * 32, N));
     });
     return out.view(out_sizes);
   }
@@ -147,7 +180,13 @@ at::Tensor int4_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
       x, N, K, group_size, cpu::int4_row_bytes(K), bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int4_gemv(w, px, b, out, dt, ldo, n0, n1); },
-      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); });
+      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); },
+      [&](const uint16_t* xv, int64_t M, const float* b, void* out, cpu::DType dt, int64_t ldo,
+          int64_t n0, int64_t n1) {
+#ifdef PAGEDINFER_HAVE_AMX
+        cpu::int4_gemm_amx(w, xv, M, b, out, dt, ldo, n0, n1);
+#endif
+      });
 }
 
 at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale,
@@ -170,7 +209,13 @@ at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
       x, N, K, group_size, K, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int8_gemv(w, px, b, out, dt, ldo, n0, n1); },
-      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); });
+      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); },
+      [&](const uint16_t* xv, int64_t M, const float* b, void* out, cpu::DType dt, int64_t ldo,
+          int64_t n0, int64_t n1) {
+#ifdef PAGEDINFER_HAVE_AMX
+        cpu::int8_gemm_amx(w, xv, M, b, out, dt, ldo, n0, n1);
+#endif
+      });
 }
 
 }  // namespace pagedinfer::ops
