@@ -95,14 +95,16 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   if (M <= kGemvMaxM) {
     if (x.stride(1) != 1) x = x.contiguous();
     const int64_t groups = K / group_size;
-    at::Tensor x32 = at::empty({M, K}, x.options().dtype(at::kFloat));
-    at::Tensor x_hi = at::empty({M, K}, x.options().dtype(at::kBFloat16));
-    at::Tensor x_lo;
-    if (x.scalar_type() != at::kBFloat16) x_lo = at::empty({M, K}, x.options().dtype(at::kBFloat16));
-    at::Tensor x_sum = at::empty({M, groups}, x.options().dtype(at::kFloat));
-    cpu::PreparedX px{x32.data_ptr<float>(), static_cast<uint16_t*>(x_hi.data_ptr()),
-                      x_lo.defined() ? static_cast<uint16_t*>(x_lo.data_ptr()) : nullptr,
-                      x_sum.data_ptr<float>(), M, K, group_size};
+    // Prepared activations in a per-thread scratch kept across calls (decode calls are small
+    // and frequent; four allocations each were a measurable share of a 576 x 576 layer).
+    thread_local std::vector<float> scratch;
+    const int64_t floats = M * K + M * K / 2 * 2 + M * groups + 64;
+    if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
+    float* x32 = scratch.data();
+    auto* x_hi = reinterpret_cast<uint16_t*>(x32 + M * K);
+    uint16_t* x_lo = x.scalar_type() != at::kBFloat16 ? x_hi + M * K : nullptr;
+    float* x_sum = x32 + M * K + M * K;  // after x_hi and x_lo (M * K bf16 each)
+    cpu::PreparedX px{x32, x_hi, x_lo, x_sum, M, K, group_size};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;

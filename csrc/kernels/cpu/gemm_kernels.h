@@ -72,6 +72,7 @@ uint16_t float_to_fp16(float f);  // round to nearest even
 void store_value(void* out, DType dt, int64_t index, float v);
 
 #ifdef PAGEDINFER_HAVE_AVX512
+void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p);
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end);
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,

@@ -66,21 +66,25 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
   const uint16_t* xh = x.x_hi + m0 * K;
   const uint16_t* xl = kLo ? x.x_lo + m0 * K : nullptr;
-  __m512 acc[NR][MB][2];
-  for (int r = 0; r < NR; ++r)
-    for (int m = 0; m < MB; ++m) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+  // acc[(r * MB + m) * 2 + half]: one flat array, so GCC keeps it in registers.
+  __m512 acc[NR * MB * 2];
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
 
   for (int64_t c = 0; c < full; ++c) {
     __m512bh wl[NR], wh[NR];
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
       const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + 32 * c)));
       wl[r] = (__m512bh)_mm512_permutexvar_epi16(wd, table);
       wh[r] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), table);
     }
     const int64_t klo = 64 * c, khi = klo + 32, gl = klo >> shift, gh = khi >> shift;
+#pragma GCC unroll 4
     for (int m = 0; m < MB; ++m) {
       const __m512bh xa = (__m512bh)_mm512_loadu_si512(xh + m * K + klo);
       const __m512bh xb = (__m512bh)_mm512_loadu_si512(xh + m * K + khi);
+#pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
         __m512 pl = _mm512_dpbf16_ps(_mm512_setzero_ps(), wl[r], xa);
         __m512 ph = _mm512_dpbf16_ps(_mm512_setzero_ps(), wh[r], xb);
@@ -88,13 +92,14 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
           pl = _mm512_dpbf16_ps(pl, wl[r], (__m512bh)_mm512_loadu_si512(xl + m * K + klo));
           ph = _mm512_dpbf16_ps(ph, wh[r], (__m512bh)_mm512_loadu_si512(xl + m * K + khi));
         }
-        acc[r][m][0] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[r][m][0]);
-        acc[r][m][1] = _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[r][m][1]);
+        acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
+        acc[(r * MB + m) * 2 + 1] = _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[(r * MB + m) * 2 + 1]);
       }
     }
   }
   if (K % 64 != 0) {  // a last half chunk: its 32 low nibbles, in group (64 * full) / G
     const int64_t klo = 64 * full, gl = klo >> shift;
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
       const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + 32 * full)));
       const __m512bh wl = (__m512bh)_mm512_permutexvar_epi16(wd, table);
@@ -102,13 +107,13 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
         __m512 pl = _mm512_dpbf16_ps(_mm512_setzero_ps(), wl, (__m512bh)_mm512_loadu_si512(xh + m * K + klo));
         if constexpr (kLo)
           pl = _mm512_dpbf16_ps(pl, wl, (__m512bh)_mm512_loadu_si512(xl + m * K + klo));
-        acc[r][m][0] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[r][m][0]);
+        acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
       }
     }
   }
   for (int r = 0; r < NR; ++r)
     for (int m = 0; m < MB; ++m)
-      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
+      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[(r * MB + m) * 2], acc[(r * MB + m) * 2 + 1]));
 }
 
 template <int NR, bool kLo>
@@ -176,7 +181,42 @@ void int8_rows_mb(int mb, const Int8Args& w, const PreparedX& x, int64_t m0, int
   }
 }
 
+inline __m512 load16(const void* row, DType dt, int64_t k) {
+  switch (dt) {
+    case DType::kBF16:
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(static_cast<const uint16_t*>(row) + k))), 16));
+    case DType::kF16:
+      return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(static_cast<const uint16_t*>(row) + k)));
+    default:
+      return _mm512_loadu_ps(static_cast<const float*>(row) + k);
+  }
+}
+
 }  // namespace
+
+void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
+  const int64_t G = p.group_size, groups = p.K / G;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const void* row = static_cast<const char*>(x) + m * ldx_bytes;
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t k = g * G; k < (g + 1) * G; k += 16) {
+        const __m512 v = load16(row, dt, k);
+        _mm512_storeu_ps(p.x32 + m * p.K + k, v);
+        const __m256i hi = (__m256i)_mm512_cvtneps_pbh(v);
+        _mm256_storeu_si256((__m256i*)(p.x_hi + m * p.K + k), hi);
+        if (p.x_lo != nullptr) {
+          const __m512 hi32 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+          _mm256_storeu_si256((__m256i*)(p.x_lo + m * p.K + k),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hi32)));
+        }
+        sum = _mm512_add_ps(sum, v);
+      }
+      p.x_sum[m * groups + g] = _mm512_reduce_add_ps(sum);
+    }
+  }
+}
 
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
