@@ -1,0 +1,169 @@
+// AMX-BF16 kernels for weight-only GEMM with bf16 activations and many rows (prefill, big
+// batches). Compiled with AMX flags; entered only when the CPU reports AMX-BF16 and the OS grants
+// the tile data state to this process (amx_available()).
+//
+// C^T = W x^T: the weight is the A operand, so a dequantized block of 32 W rows, [32, K] bf16
+// row-major, is used as tiles straight away (16 rows x 32 K each); x is packed once per call into
+// the VNNI form of the B operand (x_vnni[mb][K/2][16][2]: pairs of K for 16 rows of x). Each
+// 32-row block of W is dequantized once (AVX-512, into L1/L2) and reused for all M rows;
+// 4 C tiles (2 W blocks x 2 x blocks) accumulate in fp32, then go out transposed with the bias.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/gemm_kernels.h"
+
+namespace pagedinfer::cpu {
+namespace {
+
+constexpr int kArchReqXcompPerm = 0x1023;
+constexpr int kXfeatureXtiledata = 18;
+
+struct alignas(64) TileConfig {
+  uint8_t palette_id = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64, "AMX tile configuration is 64 bytes");
+
+// Tiles 0-3: C (16 x 16 fp32); 4, 5: A (16 W rows x 32 bf16); 6, 7: B (16 K pairs x 16 x rows).
+void configure_tiles() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t) {
+    cfg.rows[t] = 16;
+    cfg.colsb[t] = 64;
+  }
+  _tile_loadconfig(&cfg);
+}
+
+// Writes the 16 x 16 fp32 tile `c` (rows: W rows n0 + i; columns: x rows m0 + j) to out[m][n].
+inline void store_tile_transposed(const float* c, int64_t n0, int64_t n_valid, int64_t m0,
+                                  int64_t m_valid, const float* bias, void* out, DType dt,
+                                  int64_t ldo) {
+  const __m512i column = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11,
+                                                              12, 13, 14, 15),
+                                            _mm512_set1_epi32(16));
+  const __mmask16 mask = static_cast<__mmask16>(n_valid >= 16 ? 0xFFFF : (1u << n_valid) - 1);
+  const __m512 b = bias != nullptr ? _mm512_maskz_loadu_ps(mask, bias + n0) : _mm512_setzero_ps();
+  for (int64_t j = 0; j < m_valid; ++j) {
+    const __m512 v = _mm512_add_ps(_mm512_i32gather_ps(column, c + j, 4), b);
+    const int64_t at = (m0 + j) * ldo + n0;
+    if (dt == DType::kF32) {
+      _mm512_mask_storeu_ps(static_cast<float*>(out) + at, mask, v);
+    } else {  // bf16 (the only other dtype that reaches AMX)
+      _mm256_mask_storeu_epi16(static_cast<uint16_t*>(out) + at, mask, (__m256i)_mm512_cvtneps_pbh(v));
+    }
+  }
+}
+
+template <bool kTwoX>
+void block_32xK(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t K,
+                float* cbuf) {
+  _tile_zero(0);
+  _tile_zero(1);
+  if constexpr (kTwoX) {
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  const int64_t a_stride = lda * 2;
+  for (int64_t kk = 0; kk < K / 32; ++kk) {
+    _tile_loadd(4, a + 32 * kk, a_stride);
+    _tile_loadd(5, a + 16 * lda + 32 * kk, a_stride);
+    _tile_loadd(6, b0 + kk * 512, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 5, 6);
+    if constexpr (kTwoX) {
+      _tile_loadd(7, b1 + kk * 512, 64);
+      _tile_dpbf16ps(2, 4, 7);
+      _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  _tile_stored(0, cbuf, 64);
+  _tile_stored(1, cbuf + 256, 64);
+  if constexpr (kTwoX) {
+    _tile_stored(2, cbuf + 512, 64);
+    _tile_stored(3, cbuf + 768, 64);
+  }
+}
+
+template <class Dequant>
+void gemm_amx(Dequant dequant_row, int64_t N, int64_t K, const uint16_t* x_vnni, int64_t M,
+              const float* bias, void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  // Row stride of the dequantized block: K plus one cache line, so the 16 rows a tile load
+  // touches do not all fall in one L1 set when K is a multiple of 4 KiB / 2.
+  const int64_t lda = K + 32;
+  thread_local std::vector<uint16_t> a_storage;
+  a_storage.resize(static_cast<size_t>(32 * lda));
+  uint16_t* a = a_storage.data();
+  alignas(64) float cbuf[4 * 256];
+  const int64_t mblocks = (M + 15) / 16;
+  configure_tiles();
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
+    const int64_t rows = std::min<int64_t>(32, n_end - n0);
+    for (int64_t r = 0; r < rows; ++r) dequant_row(n0 + r, a + r * lda);
+    if (rows < 32) std::memset(a + rows * lda, 0, static_cast<size_t>((32 - rows) * lda * 2));
+    for (int64_t mb = 0; mb < mblocks; mb += 2) {
+      const uint16_t* b0 = x_vnni + mb * (K / 2) * 32;
+      const bool two = mb + 1 < mblocks;
+      if (two) block_32xK<true>(a, lda, b0, b0 + (K / 2) * 32, K, cbuf);
+      else block_32xK<false>(a, lda, b0, nullptr, K, cbuf);
+      for (int xb = 0; xb < (two ? 2 : 1); ++xb) {
+        const int64_t m0 = (mb + xb) * 16, m_valid = std::min<int64_t>(16, M - m0);
+        for (int wb = 0; wb < 2; ++wb) {
+          const int64_t nb = n0 + 16 * wb, n_valid = std::min<int64_t>(16, n_end - nb);
+          if (n_valid <= 0) continue;
+          store_tile_transposed(cbuf + (xb * 2 + wb) * 256, nb, n_valid, m0, m_valid, bias, out,
+                                dt, ldo);
+        }
+      }
+    }
+  }
+  _tile_release();
+  (void)N;
+}
+
+}  // namespace
+
+bool amx_available() {
+  static const bool ok = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  return ok;
+}
+
+void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t mb_begin,
+                 int64_t mb_end, uint16_t* dst) {
+  const int64_t pairs = K / 2;
+  for (int64_t mb = mb_begin; mb < mb_end; ++mb) {
+    uint32_t* d = reinterpret_cast<uint32_t*>(dst) + mb * pairs * 16;
+    for (int64_t j = 0; j < 16; ++j) {
+      const int64_t m = mb * 16 + j;
+      if (m < M) {
+        const uint32_t* row = reinterpret_cast<const uint32_t*>(x + m * ldx);
+        for (int64_t p = 0; p < pairs; ++p) d[p * 16 + j] = row[p];
+      } else {
+        for (int64_t p = 0; p < pairs; ++p) d[p * 16 + j] = 0;
+      }
+    }
+  }
+}
+
+void int4_gemm_amx(const Int4Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
+                   void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  gemm_amx([&](int64_t n, uint16_t* dst) { int4_dequant_avx512(w, n, n + 1, dst, DType::kBF16); },
+           w.N, w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
+}
+
+void int8_gemm_amx(const Int8Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
+                   void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  gemm_amx([&](int64_t n, uint16_t* dst) { int8_dequant_avx512(w, n, n + 1, dst, DType::kBF16); },
+           w.N, w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
+}
+
+}  // namespace pagedinfer::cpu
