@@ -7,6 +7,7 @@ Layouts (see DESIGN.md): a KV cache is a pair key_cache / value_cache of
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -66,3 +67,74 @@ def _(key_caches, value_caches, block_mapping):
 @torch.library.register_fake("pagedinfer::swap_blocks")
 def _(src, dst, block_mapping):
     return None
+
+
+# ---- paged attention ------------------------------------------------------------------------------
+
+def paged_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    *,
+    scale: float | None = None,
+    sliding_window: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of a flattened batch of queries over the paged KV cache.
+
+    query [T, Hq, D]; key_cache / value_cache [num_blocks, block_size, Hkv, D] (same dtype as
+    query: fp32, bf16 or fp16); query_start_loc int32 [B + 1] (0, cumulative query counts, T);
+    seq_lens int32 [B] (context length including this step's queries); block_tables int32
+    [B, max_blocks]. The q_len queries of sequence i sit at positions seq_lens[i] - q_len ...
+    seq_lens[i] - 1 and each attends to the keys at positions 0 ... its own (or, with
+    sliding_window W > 0, the last W of them). Decode, prefill, chunked prefill, prefix-cache hits
+    and speculative verification are all this one call; q_len 0 is allowed. Query head h reads KV
+    head h // (Hq // Hkv). scale defaults to 1 / sqrt(D). Returns out [T, Hq, D] (allocated when
+    None), in the query's dtype. Full semantics: csrc/kernels/cpu/attention_kernels.h.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    if out is None:
+        out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    window = 0 if sliding_window is None or sliding_window <= 0 else int(sliding_window)
+    _ops.paged_attention(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables,
+                         float(scale), window, out)
+    return out
+
+
+@torch.library.register_fake("pagedinfer::paged_attention")
+def _(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale,
+      sliding_window, out):
+    return None
+# ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
+# The torch ops take the packed tensors (layouts: pagedinfer/quant.py and
+# csrc/kernels/cpu/gemm_kernels.h); these wrappers take the weight objects.
+
+def int4_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ weight.dequantize().T + bias for x [..., K] (fp32 / bf16 / fp16) and a
+    pagedinfer.quant.Int4Weight of shape (N, K); y is [..., N] in x's dtype."""
+    return _ops.int4_linear(x, weight.qweight, weight.scale, weight.min, weight.group_size, bias)
+
+
+def int8_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ weight.dequantize().T + bias for x [..., K] and a pagedinfer.quant.Int8Weight."""
+    return _ops.int8_linear(x, weight.qweight, weight.scale, weight.group_size, bias)
+
+
+def _linear_fake(x, n, k, group_size):
+    torch._check(group_size in (32, 64, 128), lambda: f"group_size must be 32, 64 or 128, got {group_size}")
+    torch._check(x.dim() >= 1 and x.shape[-1] == k, lambda: f"x.size(-1) must be K={k}, got {x.shape}")
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@torch.library.register_fake("pagedinfer::int4_linear")
+def _(x, qweight, scale, min, group_size, bias=None):
+    return _linear_fake(x, qweight.shape[0], scale.shape[1] * group_size, group_size)
+
+
+@torch.library.register_fake("pagedinfer::int8_linear")
+def _(x, qweight, scale, group_size, bias=None):
+    return _linear_fake(x, qweight.shape[0], scale.shape[1] * group_size, group_size)
