@@ -29,81 +29,89 @@ PI_HD int mma_b_n(int lane) { return lane / 4; }
 PI_HD int mma_c_row(int lane, int i) { return lane / 4 + 8 * (i >> 1); }
 PI_HD int mma_c_col(int lane, int i) { return 2 * (lane % 4) + (i & 1); }
 
-// ---- Packed weight-only quantized matrices for the CUDA GEMM (python/pagedinfer/quant_cuda.py).
-// Logical weight W [N, K]; padded to N_pad = round_up(N, kGemmNPad), K_pad = round_up(K, 128) with
-// q = 0, scale = 0, min = 0 (so padded weights are exactly 0). Stored as int32 words:
-//   packed [N_pad / 8, K_pad / 128, 32 lanes, kWords] ; kWords = 4 (INT4) or 8 (INT8)
-// so one 16-byte load per lane (INT4) gives a warp the B fragments of an n8 x k128 slab.
-// Word w, sub-value j of lane L in slab (nt, kc) holds the weight of
-//   n = 8 nt + L / 4,   k = 128 kc + 16 kt + mma_b_k(L, i >> 1, i & 1)
-//   INT4: kt = 2w + j / 4, i = j % 4, nibble j at bits 4j..4j+3, value q in 0..15
-//   INT8: kt = w, i = j, byte j at bits 8j..8j+7, value stored as q + 128 (q in -128..127)
-// i.e. each k16 tile's 4 values of a lane are b0.lo, b0.hi, b1.lo, b1.hi of the mma B fragment.
-// Scales (and INT4 mins) are fp32 [K_pad / G, N] (group-major, so a warp reads 8 consecutive n;
-// N unpadded, so the op reads N from scales.size(1); columns >= N read scale 0 in the kernels).
-constexpr int kGemmNPad = 64;     // one CTA covers 64 output columns (4 warps x 2 n8 tiles)
-constexpr int kGemmKChunk = 128;  // one packed slab spans 128 k
+// ---- Weight-only quantized GEMM on the formats of python/pagedinfer/quant.py (the CPU ops' own,
+// so a module moved to the GPU needs no repacking). K is a multiple of G (32, 64 or 128).
+//   INT4: qweight uint8 [N, ceil(K/64) * 32]: row n, chunk j (64 k) is 32 bytes; byte b holds
+//         k = 64j + b (low nibble) and 64j + 32 + b (high nibble). scale, min fp16 [N, K/G].
+//   INT8: qweight int8 [N, K]; scale fp16 [N, K/G].
+// The fast kernel walks K in slabs of 128. mma.sync does not care in which order k is summed, as
+// long as A and B agree, so each slab is taken in a "virtual" order that lets every lane fill its
+// B fragments from one contiguous load of its own row: lane (g = lane/4, t = lane%4) reads row
+// n = 8 nt + g, INT4: bytes [64 c + 16 t, +16) (t/2 picks the 64-k chunk, t%2 its half);
+// INT8: bytes [128 c + 32 t, +32). Virtual k tile v (0..7), virtual column vk (0..15) of the
+// m16n8k16 tile, vk = 2t + e + 8h (the PTX fragment map), is physical k 128 c + slab_phys_k:
+//   INT4: 64 (t >> 1) + 16 (t & 1) + 4 (v & 3) + 2h + e + 32 (v >> 2)
+//   INT8: 32 t + 4v + 2h + e
+// x is staged in shared memory in the virtual order (slab_virtual_k), so the A-fragment loads are
+// the standard, conflict-free ones.
+constexpr int kGemmNPerCta = 64;  // one CTA covers 64 output columns (4 warps x 2 n8 tiles)
+constexpr int kGemmKChunk = 128;  // one slab spans 128 k
 
-template <int kBits> struct PackedGeom {
-  static constexpr int kWords = kBits == 4 ? 4 : 8;  // int32 words per lane per slab
-  static constexpr int kPerWord = 32 / kBits;        // values per word
+template <int kBits> PI_HD int slab_phys_k(int v, int vk) {
+  const int t = (vk & 7) >> 1, e = vk & 1, h = vk >> 3;
+  if (kBits == 4) return 64 * (t >> 1) + 16 * (t & 1) + 4 * (v & 3) + 2 * h + e + 32 * (v >> 2);
+  return 32 * t + 4 * v + 2 * h + e;
+}
+// Inverse: physical offset p (0..127) in the slab -> 16 v + vk.
+template <int kBits> PI_HD int slab_virtual_k(int p) {
+  int t, v;
+  if (kBits == 4) {
+    t = 2 * ((p >> 6) & 1) + ((p >> 4) & 1);
+    v = 4 * ((p >> 5) & 1) + ((p >> 2) & 3);
+  } else {
+    t = p >> 5;
+    v = (p >> 2) & 7;
+  }
+  const int h = (p >> 1) & 1, e = p & 1;
+  return 16 * v + 2 * t + e + 8 * h;
+}
+// Bytes each lane loads per slab and n8 tile, and the row offset of its load.
+template <int kBits> struct SlabGeom {
+  static constexpr int kLaneBytes = kBits == 4 ? 16 : 32;
+  static constexpr int kWords = kLaneBytes / 4;
 };
-
-struct PackedPos {
-  int64_t word;  // index into the int32 packed array
-  int shift;     // bit offset of the value in that word
-};
-
-// Where the weight (n, k) lives. k_pad = K_pad.
-template <int kBits>
-PI_HD PackedPos packed_pos(int64_t n, int64_t k, int64_t k_pad) {
-  const int64_t nt = n / 8, kc = k / kGemmKChunk;
-  const int kk = static_cast<int>(k % kGemmKChunk), kt = kk / 16, r = kk % 16;
-  const int t = (r & 7) >> 1, e = r & 1, half = r >> 3;  // r = 2t + e + 8 half
-  const int lane = static_cast<int>(n % 8) * 4 + t;
-  const int i = e + 2 * half;
-  int w, j;
-  if (kBits == 4) { w = kt >> 1; j = (kt & 1) * 4 + i; } else { w = kt; j = i; }
-  const int64_t slab = nt * (k_pad / kGemmKChunk) + kc;
-  return {(slab * 32 + lane) * PackedGeom<kBits>::kWords + w, j * kBits};
+template <int kBits> PI_HD int64_t lane_row_byte(int64_t c, int t) {
+  return kBits == 4 ? 64 * c + 16 * t : 128 * c + 32 * t;
 }
-
-// The inverse, as the fast kernel walks it: lane, word w, sub-value j -> (n - 8 nt, k - 128 kc).
-template <int kBits>
-PI_HD void packed_fragment_nk(int lane, int w, int j, int* n_in_tile, int* k_in_chunk) {
-  const int kt = kBits == 4 ? 2 * w + j / 4 : w;
-  const int i = kBits == 4 ? j % 4 : j;
-  *n_in_tile = mma_b_n(lane);
-  *k_in_chunk = 16 * kt + mma_b_k(lane, i >> 1, i & 1);
+// First physical k (offset in the slab) of the lane's load; INT4 loads hold two 16-k runs, the
+// second 32 further on. A lane's load is inside the row iff this k < K (INT4: < ceil(K/64) * 64).
+template <int kBits> PI_HD int lane_first_k(int t) {
+  return kBits == 4 ? 64 * (t >> 1) + 16 * (t & 1) : 32 * t;
 }
-
-// What the fast kernel reads for k tile kt (0..7) of a slab, B-fragment value i (0..3 =
-// b0.lo, b0.hi, b1.lo, b1.hi): word fragment_word(kt) of the lane's kWords, at fragment_shift.
-template <int kBits> PI_HD int fragment_word(int kt) { return kBits == 4 ? kt >> 1 : kt; }
-template <int kBits> PI_HD int fragment_shift(int kt, int i) {
-  return kBits == 4 ? 4 * ((kt & 1) * 4 + i) : 8 * i;
+// Value (v, i = 2h + e) of the lane's loaded words: word index and bit shift. (INT4 byte
+// b = 4 (v & 3) + i, low nibble for v < 4; INT8 byte 4v + i.)
+template <int kBits> PI_HD int fragment_word(int v) { return kBits == 4 ? (v & 3) : v; }
+template <int kBits> PI_HD int fragment_shift(int v, int i) {
+  return kBits == 4 ? 8 * i + 4 * (v >> 2) : 8 * i;
 }
+// The group scales a lane needs in a slab: INT4 slot s = v >> 2 (two runs 32 apart), INT8 one.
+template <int kBits> PI_HD int scale_slot(int v) { return kBits == 4 ? (v >> 2) : 0; }
+template <int kBits> PI_HD int scale_slot_k(int t, int slot) { return lane_first_k<kBits>(t) + 32 * slot; }
 
-PI_HD int64_t scale_index(int64_t n, int64_t k, int group_size, int64_t n_cols) {
-  return (k / group_size) * n_cols + n;
-}
-
-// Split-K plan of the fast GEMM: grid = (N_pad / 64, splits, 1); split s covers k slabs
-// [s * chunks_per_split, min(K_pad / 128, (s + 1) * chunks_per_split)). Enough CTAs to keep every
-// SM streaming weights (about 4 per SM), but never an empty split.
+// Split-K plan of the fast GEMM: grid = (ceil(N / 64), splits); split s covers slabs
+// [s * chunks_per_split, min(slabs, (s + 1) * chunks_per_split)). Enough CTAs to keep every SM
+// streaming weights (about 4 per SM), at least 2 slabs per split, never an empty split.
 struct GemmPlan {
   int splits;
   int chunks_per_split;
 };
-PI_HD GemmPlan plan_gemm(int64_t n_pad, int64_t k_pad, int num_sms) {
-  const int64_t n_blocks = n_pad / kGemmNPad, chunks = k_pad / kGemmKChunk;
+PI_HD GemmPlan plan_gemm(int64_t n, int64_t k, int num_sms) {
+  const int64_t n_blocks = ceil_div(n, kGemmNPerCta), chunks = ceil_div(k, kGemmKChunk);
   int64_t splits = ceil_div(4 * static_cast<int64_t>(num_sms), n_blocks);
-  const int64_t max_splits = chunks >= 2 ? chunks / 2 : 1;  // at least 2 slabs per split
+  const int64_t max_splits = chunks >= 2 ? chunks / 2 : 1;
   if (splits > max_splits) splits = max_splits;
   if (splits < 1) splits = 1;
   const int64_t per = ceil_div(chunks, splits);
   return {static_cast<int>(ceil_div(chunks, per)), static_cast<int>(per)};
 }
+
+// Where weight (n, k) of the CPU format lives: byte offset in qweight and bit shift.
+template <int kBits> PI_HD int64_t weight_byte(int64_t n, int64_t k, int64_t k_cols) {
+  if (kBits == 8) return n * k_cols + k;
+  const int64_t row_bytes = ceil_div(k_cols, 64) * 32;
+  return n * row_bytes + (k / 64) * 32 + (k % 32);
+}
+template <int kBits> PI_HD int weight_shift(int64_t k) { return kBits == 4 ? static_cast<int>((k % 64) / 32) * 4 : 0; }
 
 // ---- Paged attention (varlen): see csrc/ops/attention_ops_cuda.cpp for the tensor layouts.
 // The sequence that owns flattened query token t: the i with qsl[i] <= t < qsl[i + 1] (empty

@@ -1,17 +1,18 @@
-// W4A16 / W8A16 GEMM kernels.
+// W4A16 / W8A16 GEMM kernels on quant.py's formats (layout.h).
 //  * fast kernel (sm_80+, bf16/fp16): CTA = 4 warps = 64 output columns x (16 * kMTiles) rows,
-//    over the k slabs of its split (grid.y = split-K). Each warp owns two n8 tiles; per 128-k slab
-//    a lane loads its B fragments with one (INT4) or two (INT8) 16-byte loads from the packed
-//    layout (the next slab's are prefetched into registers while this one computes), dequantizes
-//    them in registers (exact int -> float by the 2^23 trick, fma with the fp32 group scale/min,
-//    one rounding to bf16/fp16) and issues mma.sync.m16n8k16. x rows are staged in shared memory
-//    with a 16-byte row pad so the A-fragment loads hit 32 distinct banks.
-//    Splits > 1 write fp32 partials, summed in a fixed order by reduce_kernel (deterministic).
+//    over the 128-k slabs of its split (grid.y = split-K). Each warp owns two n8 tiles; per slab a
+//    lane loads its B fragments with one (INT4) or two (INT8) 16-byte loads from its own weight
+//    row (the next slab's are prefetched into registers while this one computes), dequantizes in
+//    registers (exact int -> float by the 2^23 trick, fma with the group scale/min in fp32, one
+//    rounding to bf16/fp16) and issues mma.sync.m16n8k16. x is staged in shared memory in the
+//    slab's virtual k order, rows padded by 16 bytes so A-fragment loads hit 32 distinct banks.
+//    Splits > 1 write fp32 partials that reduce_kernel sums in a fixed order (deterministic).
 //  * reference kernel: one thread per output, fp32 sum over k of x * round_T(w).
 //  * dequantize kernel: one thread per weight.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include <cstring>
 #include <type_traits>
 
 #include "kernels/cuda/dtype_utils.cuh"
@@ -21,7 +22,7 @@ namespace pagedinfer::cuda {
 namespace {
 
 using layout::kGemmKChunk;
-using layout::PackedGeom;
+using layout::SlabGeom;
 
 constexpr int kThreads = 128;
 
@@ -30,30 +31,29 @@ __device__ __forceinline__ float uint_to_float_exact(uint32_t v) {
   return __uint_as_float(0x4B000000u | v) - 8388608.f;
 }
 
+// The integer at `shift` of word: INT4 q in 0..15; INT8 the int8 byte (two's complement).
 template <int kBits>
-__host__ __device__ __forceinline__ float packed_value(uint32_t word, int shift) {
-  const uint32_t raw = (word >> shift) & ((1u << kBits) - 1);
-  // INT8 stores q + 128.
-#ifdef __CUDA_ARCH__
-  return uint_to_float_exact(raw) - (kBits == 8 ? 128.f : 0.f);
-#else
-  return static_cast<float>(raw) - (kBits == 8 ? 128.f : 0.f);
-#endif
+__device__ __forceinline__ float quant_value(uint32_t word, int shift) {
+  if (kBits == 4) return uint_to_float_exact((word >> shift) & 0xFu);
+  return uint_to_float_exact(((word >> shift) & 0xFFu) ^ 0x80u) - 128.f;  // offset binary
 }
 
-// a[i] for a run-time i in 0..3 without dynamic register indexing (which would go to local memory).
-__device__ __forceinline__ float pick4(const float (&a)[4], int i) {
-  return i == 0 ? a[0] : i == 1 ? a[1] : i == 2 ? a[2] : a[3];
+__device__ __forceinline__ float half_bits_to_float(uint16_t h) {
+  return __half2float(__ushort_as_half(h));
 }
 
 template <typename T> __device__ __forceinline__ uint32_t pack2(float lo, float hi);
 template <> __device__ __forceinline__ uint32_t pack2<__nv_bfloat16>(float lo, float hi) {
   const __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);  // .x (low 16 bits) = lo
-  return *reinterpret_cast<const uint32_t*>(&v);
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
 }
 template <> __device__ __forceinline__ uint32_t pack2<__half>(float lo, float hi) {
   const __half2 v = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&v);
+  uint32_t u;
+  memcpy(&u, &v, 4);
+  return u;
 }
 
 template <typename T> __device__ __forceinline__ void mma16816(float* c, const uint32_t* a, const uint32_t* b);
@@ -76,36 +76,47 @@ template <> __device__ __forceinline__ void mma16816<__half>(float* c, const uin
 #endif
 }
 
+// A lane's weight words of slab c for its two n8 tiles; zeros past the row (or past N).
 template <int kBits>
-__device__ __forceinline__ void load_slab(uint32_t (&w)[2][PackedGeom<kBits>::kWords],
-                                          const int32_t* packed, int64_t nt0, int64_t chunks,
-                                          int64_t c, int lane) {
-  constexpr int kW = PackedGeom<kBits>::kWords;
+__device__ __forceinline__ void load_slab(uint32_t (&w)[2][SlabGeom<kBits>::kWords],
+                                          const QuantGemmArgs& a, const int64_t (&n_lane)[2],
+                                          int64_t row_bytes, int64_t row_k, int64_t c, int t) {
+  constexpr int kW = SlabGeom<kBits>::kWords;
+  const bool inside = c * kGemmKChunk + layout::lane_first_k<kBits>(t) < row_k;
 #pragma unroll
   for (int u = 0; u < 2; ++u) {
-    const uint4* p = reinterpret_cast<const uint4*>(packed + (((nt0 + u) * chunks + c) * 32 + lane) * kW);
+    if (inside && n_lane[u] < a.n) {
+      const uint4* p = reinterpret_cast<const uint4*>(a.qweight + n_lane[u] * row_bytes +
+                                                      layout::lane_row_byte<kBits>(c, t));
 #pragma unroll
-    for (int v = 0; v < kW / 4; ++v) {
-      const uint4 q = __ldg(p + v);
-      w[u][4 * v] = q.x; w[u][4 * v + 1] = q.y; w[u][4 * v + 2] = q.z; w[u][4 * v + 3] = q.w;
+      for (int v = 0; v < kW / 4; ++v) {
+        const uint4 q = __ldg(p + v);
+        w[u][4 * v] = q.x; w[u][4 * v + 1] = q.y; w[u][4 * v + 2] = q.z; w[u][4 * v + 3] = q.w;
+      }
+    } else {
+#pragma unroll
+      for (int v = 0; v < kW; ++v) w[u][v] = 0u;
     }
   }
 }
 
 template <typename T, int kBits, int kMTiles>
 __global__ void __launch_bounds__(kThreads) gemm_fast_kernel(QuantGemmArgs a, int64_t m0) {
-  constexpr int kW = PackedGeom<kBits>::kWords;
+  constexpr int kW = SlabGeom<kBits>::kWords;
+  constexpr int kSlots = kBits == 4 ? 2 : 1;
   constexpr int kRows = 16 * kMTiles;
   constexpr int kLd = kGemmKChunk + 8;  // row pitch 272 bytes: A-fragment loads are conflict-free
   __shared__ __align__(16) T xs[kRows * kLd];
 
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int64_t chunks = a.k_pad / kGemmKChunk;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, t = lane % 4;
+  const int64_t chunks = layout::ceil_div(a.k, kGemmKChunk);
   const int64_t c_begin = static_cast<int64_t>(blockIdx.y) * a.plan.chunks_per_split;
   const int64_t c_end = c_begin + a.plan.chunks_per_split < chunks ? c_begin + a.plan.chunks_per_split : chunks;
   const int64_t nt0 = static_cast<int64_t>(blockIdx.x) * 8 + warp * 2;  // this warp's n8 tiles
   const int64_t n_lane[2] = {nt0 * 8 + layout::mma_b_n(lane), (nt0 + 1) * 8 + layout::mma_b_n(lane)};
-  const int groups_per_slab = kGemmKChunk / a.group_size;  // 1, 2 or 4
+  const int64_t row_bytes = kBits == 4 ? layout::ceil_div(a.k, 64) * 32 : a.k;
+  const int64_t row_k = kBits == 4 ? layout::ceil_div(a.k, 64) * 64 : a.k;  // k the row stores
+  const int64_t groups = a.k / a.group_size;
   const T* x = static_cast<const T*>(a.x);
 
   float acc[kMTiles][2][4];
@@ -117,59 +128,67 @@ __global__ void __launch_bounds__(kThreads) gemm_fast_kernel(QuantGemmArgs a, in
       for (int i = 0; i < 4; ++i) acc[mt][u][i] = 0.f;
 
   uint32_t wcur[2][kW], wnext[2][kW];
-  if (c_begin < c_end) load_slab<kBits>(wcur, a.packed, nt0, chunks, c_begin, lane);
+  if (c_begin < c_end) load_slab<kBits>(wcur, a, n_lane, row_bytes, row_k, c_begin, t);
 
   for (int64_t c = c_begin; c < c_end; ++c) {
-    if (c + 1 < c_end) load_slab<kBits>(wnext, a.packed, nt0, chunks, c + 1, lane);
-    float sc[2][4], mn[2][4];
+    if (c + 1 < c_end) load_slab<kBits>(wnext, a, n_lane, row_bytes, row_k, c + 1, t);
+    float sc[2][kSlots], mn[2][kSlots];
 #pragma unroll
     for (int u = 0; u < 2; ++u)
 #pragma unroll
-      for (int gi = 0; gi < 4; ++gi) {
-        sc[u][gi] = 0.f;
-        mn[u][gi] = 0.f;
-        if (gi < groups_per_slab && n_lane[u] < a.n) {
-          const int64_t s = (c * groups_per_slab + gi) * a.n + n_lane[u];
-          sc[u][gi] = __ldg(a.scales + s);
-          mn[u][gi] = kBits == 4 ? __ldg(a.mins + s) : 0.f;
+      for (int s = 0; s < kSlots; ++s) {
+        const int64_t k0 = c * kGemmKChunk + layout::scale_slot_k<kBits>(t, s);
+        sc[u][s] = 0.f;
+        mn[u][s] = 0.f;
+        if (n_lane[u] < a.n && k0 < a.k) {
+          const int64_t idx = n_lane[u] * groups + k0 / a.group_size;
+          sc[u][s] = half_bits_to_float(__ldg(a.scales + idx));
+          if (kBits == 4) mn[u][s] = half_bits_to_float(__ldg(a.mins + idx));
         }
       }
 
-    __syncthreads();  // the previous slab's A fragments have been read
+    __syncthreads();  // every warp has read the previous slab's A fragments
+    // Stage x[m0 .. m0 + kRows, slab] in virtual k order: 8 physical k per step, stored as pairs.
     for (int idx = threadIdx.x; idx < kRows * (kGemmKChunk / 8); idx += kThreads) {
-      const int row = idx / (kGemmKChunk / 8), col = (idx % (kGemmKChunk / 8)) * 8;
-      const int64_t gm = m0 + row, gk = c * kGemmKChunk + col;
-      T* dst = xs + row * kLd + col;
+      const int row = idx / (kGemmKChunk / 8), p0 = (idx % (kGemmKChunk / 8)) * 8;
+      const int64_t gm = m0 + row, gk = c * kGemmKChunk + p0;
+      T vals[8];
       if (gm < a.m && a.x_vec16 && gk + 8 <= a.k) {
-        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(x + gm * a.k + gk);
+        const uint4 raw = *reinterpret_cast<const uint4*>(x + gm * a.k + gk);
+        memcpy(vals, &raw, 16);
       } else {
 #pragma unroll
         for (int e = 0; e < 8; ++e)
-          dst[e] = (gm < a.m && gk + e < a.k) ? x[gm * a.k + gk + e] : from_float<T>(0.f);
+          vals[e] = (gm < a.m && gk + e < a.k) ? x[gm * a.k + gk + e] : from_float<T>(0.f);
+      }
+#pragma unroll
+      for (int e2 = 0; e2 < 4; ++e2) {
+        uint32_t pair;
+        memcpy(&pair, &vals[2 * e2], 4);
+        *reinterpret_cast<uint32_t*>(xs + row * kLd + layout::slab_virtual_k<kBits>(p0 + 2 * e2)) = pair;
       }
     }
     __syncthreads();
 
 #pragma unroll
-    for (int kt = 0; kt < kGemmKChunk / 16; ++kt) {
+    for (int v = 0; v < kGemmKChunk / 16; ++v) {
       uint32_t af[kMTiles][4];
 #pragma unroll
       for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
         for (int r = 0; r < 4; ++r)
           af[mt][r] = *reinterpret_cast<const uint32_t*>(
-              xs + (mt * 16 + layout::mma_a_row(lane, r)) * kLd + kt * 16 + layout::mma_a_col(lane, r, 0));
-      const int gi = kt * 16 / a.group_size;
+              xs + (mt * 16 + layout::mma_a_row(lane, r)) * kLd + v * 16 + layout::mma_a_col(lane, r, 0));
 #pragma unroll
       for (int u = 0; u < 2; ++u) {
-        const float scale = pick4(sc[u], gi), min = pick4(mn[u], gi);
-        float v[4];
+        const float scale = sc[u][layout::scale_slot<kBits>(v)];
+        const float min = mn[u][layout::scale_slot<kBits>(v)];
+        const uint32_t word = wcur[u][layout::fragment_word<kBits>(v)];
+        float w[4];
 #pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const uint32_t word = wcur[u][layout::fragment_word<kBits>(kt)];
-          v[i] = fmaf(packed_value<kBits>(word, layout::fragment_shift<kBits>(kt, i)), scale, min);
-        }
-        const uint32_t b[2] = {pack2<T>(v[0], v[1]), pack2<T>(v[2], v[3])};
+        for (int i = 0; i < 4; ++i)  // i = 2h + e: b[h] holds (e = 0 low, e = 1 high)
+          w[i] = fmaf(quant_value<kBits>(word, layout::fragment_shift<kBits>(v, i)), scale, min);
+        const uint32_t b[2] = {pack2<T>(w[0], w[1]), pack2<T>(w[2], w[3])};
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt) mma16816<T>(acc[mt][u], af[mt], b);
       }
@@ -177,10 +196,9 @@ __global__ void __launch_bounds__(kThreads) gemm_fast_kernel(QuantGemmArgs a, in
 #pragma unroll
     for (int u = 0; u < 2; ++u)
 #pragma unroll
-      for (int w = 0; w < kW; ++w) wcur[u][w] = wnext[u][w];
+      for (int i = 0; i < kW; ++i) wcur[u][i] = wnext[u][i];
   }
 
-  const T* bias = static_cast<const T*>(a.bias);
 #pragma unroll
   for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
@@ -193,7 +211,7 @@ __global__ void __launch_bounds__(kThreads) gemm_fast_kernel(QuantGemmArgs a, in
         if (a.plan.splits > 1) {
           a.partial[(static_cast<int64_t>(blockIdx.y) * a.m + row) * a.n + col] = acc[mt][u][i];
         } else {
-          const float b = bias != nullptr ? to_float<T>(bias[col]) : 0.f;
+          const float b = a.bias != nullptr ? a.bias[col] : 0.f;
           static_cast<T*>(a.out)[row * a.n + col] = from_float<T>(acc[mt][u][i] + b);
         }
       }
@@ -202,52 +220,51 @@ __global__ void __launch_bounds__(kThreads) gemm_fast_kernel(QuantGemmArgs a, in
 template <typename T>
 __global__ void reduce_kernel(QuantGemmArgs a) {
   const int64_t total = a.m * a.n;
-  const T* bias = static_cast<const T*>(a.bias);
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float s = bias != nullptr ? to_float<T>(bias[idx % a.n]) : 0.f;
+    float s = a.bias != nullptr ? a.bias[idx % a.n] : 0.f;
     for (int p = 0; p < a.plan.splits; ++p) s += a.partial[p * total + idx];
     static_cast<T*>(a.out)[idx] = from_float<T>(s);
   }
 }
 
-template <typename T, int kBits>
-__device__ __forceinline__ float weight_at(const int32_t* packed, const float* scales,
-                                           const float* mins, int64_t n, int64_t k, int64_t n_rows,
-                                           int64_t k_pad, int group_size) {
-  const layout::PackedPos pos = layout::packed_pos<kBits>(n, k, k_pad);
-  const int64_t s = layout::scale_index(n, k, group_size, n_rows);
-  const float w = packed_value<kBits>(static_cast<uint32_t>(packed[pos.word]), pos.shift) * scales[s] +
-                  (kBits == 4 ? mins[s] : 0.f);
-  return to_float<T>(from_float<T>(w));  // the value the tensor-core kernel multiplies by
+// W[n, k] in fp32, from the CPU format (quant.py): q * scale + min with one rounding.
+template <int kBits>
+__device__ __forceinline__ float weight_at(const uint8_t* qweight, const uint16_t* scales,
+                                           const uint16_t* mins, int64_t n, int64_t k,
+                                           int64_t k_cols, int group_size) {
+  const uint32_t byte = qweight[layout::weight_byte<kBits>(n, k, k_cols)];
+  const float q = quant_value<kBits>(byte, layout::weight_shift<kBits>(k));
+  const int64_t s = n * (k_cols / group_size) + k / group_size;
+  return fmaf(q, half_bits_to_float(scales[s]), kBits == 4 ? half_bits_to_float(mins[s]) : 0.f);
 }
 
 template <typename T, int kBits>
 __global__ void gemm_reference_kernel(QuantGemmArgs a) {
   const int64_t total = a.m * a.n;
   const T* x = static_cast<const T*>(a.x);
-  const T* bias = static_cast<const T*>(a.bias);
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t m = idx / a.n, n = idx % a.n;
     float s = 0.f;
-    for (int64_t k = 0; k < a.k; ++k)
-      s += to_float<T>(x[m * a.k + k]) *
-           weight_at<T, kBits>(a.packed, a.scales, a.mins, n, k, a.n, a.k_pad, a.group_size);
-    if (bias != nullptr) s += to_float<T>(bias[n]);
+    for (int64_t k = 0; k < a.k; ++k) {
+      // The value the tensor-core kernel multiplies by: w rounded to T.
+      const float w = to_float<T>(from_float<T>(weight_at<kBits>(a.qweight, a.scales, a.mins, n, k, a.k, a.group_size)));
+      s += to_float<T>(x[m * a.k + k]) * w;
+    }
+    if (a.bias != nullptr) s += a.bias[n];
     static_cast<T*>(a.out)[idx] = from_float<T>(s);
   }
 }
 
 template <typename T, int kBits>
-__global__ void dequantize_kernel(const int32_t* packed, const float* scales, const float* mins,
-                                  int64_t n_rows, int64_t k_cols, int64_t n_pad, int64_t k_pad,
+__global__ void dequantize_kernel(const uint8_t* qweight, const uint16_t* scales,
+                                  const uint16_t* mins, int64_t n_rows, int64_t k_cols,
                                   int group_size, T* out) {
   const int64_t total = n_rows * k_cols;
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t n = idx / k_cols, k = idx % k_cols;
-    out[idx] = from_float<T>(weight_at<T, kBits>(packed, scales, mins, n, k, n_rows, k_pad, group_size));
+    out[idx] = from_float<T>(weight_at<kBits>(qweight, scales, mins, idx / k_cols, idx % k_cols, k_cols, group_size));
   }
 }
 
@@ -258,7 +275,8 @@ unsigned grid_for(int64_t total, int threads) {
 
 template <typename T, int kBits>
 cudaError_t launch_fast(const QuantGemmArgs& a, cudaStream_t stream) {
-  const dim3 grid(static_cast<unsigned>(a.n_pad / layout::kGemmNPad), static_cast<unsigned>(a.plan.splits));
+  const dim3 grid(static_cast<unsigned>(layout::ceil_div(a.n, layout::kGemmNPerCta)),
+                  static_cast<unsigned>(a.plan.splits));
   for (int64_t m0 = 0; m0 < a.m; m0 += kGemmFastMaxM) {
     const int64_t rows = a.m - m0 < kGemmFastMaxM ? a.m - m0 : kGemmFastMaxM;
     switch ((rows + 15) / 16) {
@@ -301,14 +319,14 @@ cudaError_t launch_bits(const QuantGemmArgs& a, DType dtype, Impl impl, cudaStre
 }
 
 template <typename T>
-cudaError_t launch_dequant_typed(const int32_t* packed, const float* scales, const float* mins,
-                                 int bits, int64_t n, int64_t k, int64_t n_pad, int64_t k_pad,
-                                 int group_size, void* out, cudaStream_t stream) {
+cudaError_t launch_dequant_typed(const uint8_t* qweight, const uint16_t* scales, const uint16_t* mins,
+                                 int bits, int64_t n, int64_t k, int group_size, void* out,
+                                 cudaStream_t stream) {
   const unsigned grid = grid_for(n * k, 256);
   if (bits == 4)
-    dequantize_kernel<T, 4><<<grid, 256, 0, stream>>>(packed, scales, mins, n, k, n_pad, k_pad, group_size, static_cast<T*>(out));
+    dequantize_kernel<T, 4><<<grid, 256, 0, stream>>>(qweight, scales, mins, n, k, group_size, static_cast<T*>(out));
   else
-    dequantize_kernel<T, 8><<<grid, 256, 0, stream>>>(packed, scales, mins, n, k, n_pad, k_pad, group_size, static_cast<T*>(out));
+    dequantize_kernel<T, 8><<<grid, 256, 0, stream>>>(qweight, scales, mins, n, k, group_size, static_cast<T*>(out));
   return cudaGetLastError();
 }
 
@@ -321,14 +339,14 @@ cudaError_t launch_quant_gemm(const QuantGemmArgs& a, int bits, DType dtype, Imp
   return bits == 4 ? launch_bits<4>(a, dtype, impl, stream) : launch_bits<8>(a, dtype, impl, stream);
 }
 
-cudaError_t launch_dequantize(const int32_t* packed, const float* scales, const float* mins,
-                              int bits, int64_t n, int64_t k, int64_t n_pad, int64_t k_pad,
-                              int group_size, void* out, DType dtype, cudaStream_t stream) {
+cudaError_t launch_dequantize(const uint8_t* qweight, const uint16_t* scales, const uint16_t* mins,
+                              int bits, int64_t n, int64_t k, int group_size, void* out, DType dtype,
+                              cudaStream_t stream) {
   if (n == 0 || k == 0) return cudaSuccess;
   switch (dtype) {
-    case DType::kF32: return launch_dequant_typed<float>(packed, scales, mins, bits, n, k, n_pad, k_pad, group_size, out, stream);
-    case DType::kBF16: return launch_dequant_typed<__nv_bfloat16>(packed, scales, mins, bits, n, k, n_pad, k_pad, group_size, out, stream);
-    case DType::kF16: return launch_dequant_typed<__half>(packed, scales, mins, bits, n, k, n_pad, k_pad, group_size, out, stream);
+    case DType::kF32: return launch_dequant_typed<float>(qweight, scales, mins, bits, n, k, group_size, out, stream);
+    case DType::kBF16: return launch_dequant_typed<__nv_bfloat16>(qweight, scales, mins, bits, n, k, group_size, out, stream);
+    case DType::kF16: return launch_dequant_typed<__half>(qweight, scales, mins, bits, n, k, group_size, out, stream);
   }
   return cudaErrorInvalidValue;
 }
