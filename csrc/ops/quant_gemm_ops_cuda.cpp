@@ -2,7 +2,6 @@
 // bf16/fp16 activations with M <= 64 rows run the tensor-core kernel; larger M and fp32
 // activations dequantize W once on the GPU and use cuBLAS (at::mm), which wins there. The
 // reference kernel (pagedinfer._C.set_cuda_impl("reference")) serves every shape, for checking.
-#include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
@@ -16,6 +15,15 @@ namespace {
 
 cuda::DType to_dtype(at::ScalarType s) {
   return s == at::kFloat ? cuda::DType::kF32 : s == at::kBFloat16 ? cuda::DType::kBF16 : cuda::DType::kF16;
+}
+
+// SMs of the current device (ATen/cuda/CUDAContext.h would need the cuSPARSE/cuBLAS headers).
+int num_sms() {
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)
+    return 1;
+  return sms;
 }
 
 void check_launch(cudaError_t err, const char* op) {
@@ -97,7 +105,7 @@ at::Tensor linear(const char* op, int bits, const at::Tensor& x_in, const at::Te
   a.k = k;
   a.group_size = static_cast<int>(group_size);
   a.x_vec16 = k % 8 == 0 && reinterpret_cast<uintptr_t>(x.data_ptr()) % 16 == 0;
-  a.plan = cuda::layout::plan_gemm(n, k, at::cuda::getCurrentDeviceProperties()->multiProcessorCount);
+  a.plan = cuda::layout::plan_gemm(n, k, num_sms());
   at::Tensor partial;
   if (!reference && a.plan.splits > 1) {
     partial = at::empty({a.plan.splits, m, n}, x.options().dtype(at::kFloat));

@@ -230,13 +230,13 @@ __global__ void merge_kernel(PagedAttentionArgs a) {
       from_float<T>(den > 0.f ? num / den : 0.f);
 }
 
-// One CTA per (token, query head); kThreads threads cover D (<= 2 * kThreads) dims.
+// One CTA per (token, query head); kThreads threads cover D (<= 4 * kThreads) dims.
 template <typename T>
 __global__ void __launch_bounds__(kThreads) reference_kernel(PagedAttentionArgs a) {
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y, tid = threadIdx.x, D = a.head_dim;
   const int kvh = h / (a.num_heads / a.num_kv_heads);
-  __shared__ float qs[2 * kThreads];
+  __shared__ float qs[4 * kThreads];
   __shared__ float red[kThreads];
   const T* q = static_cast<const T*>(a.query) + t * a.query_stride_token + h * a.query_stride_head;
   for (int d = tid; d < D; d += kThreads) qs[d] = to_float<T>(q[d]) * a.scale;
@@ -245,7 +245,7 @@ __global__ void __launch_bounds__(kThreads) reference_kernel(PagedAttentionArgs 
   const layout::KeyRange range =
       key_range(a.seq_lens[i], a.query_start_loc[i + 1] - q0, t - q0, a.sliding_window);
   const int32_t* table = a.block_tables + static_cast<int64_t>(i) * a.max_blocks;
-  float m = -INFINITY, sum = 0.f, acc[2] = {0.f, 0.f};
+  float m = -INFINITY, sum = 0.f, acc[4] = {0.f, 0.f, 0.f, 0.f};
   __syncthreads();
   for (int64_t p = range.begin; p < range.end; ++p) {
     const int64_t blk = block_of(table, p, a.block_size, a.num_blocks);
@@ -267,14 +267,16 @@ __global__ void __launch_bounds__(kThreads) reference_kernel(PagedAttentionArgs 
     const float corr = m == -INFINITY ? 0.f : expf(m - m_new);
     const float e = expf(logit - m_new);
     sum = sum * corr + e;
-    for (int j = 0; j < 2; ++j) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
       const int d = tid + j * kThreads;
       if (d < D) acc[j] = acc[j] * corr + e * to_float<T>(v[d]);
     }
     m = m_new;
   }
   T* o = static_cast<T*>(a.out) + t * a.out_stride_token + h * a.out_stride_head;
-  for (int j = 0; j < 2; ++j) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) {
     const int d = tid + j * kThreads;
     if (d < D) o[d] = from_float<T>(sum > 0.f ? acc[j] / sum : 0.f);
   }
@@ -310,7 +312,7 @@ cudaError_t launch_split(const PagedAttentionArgs& a, cudaStream_t stream) {
 template <typename T>
 cudaError_t launch_typed(const PagedAttentionArgs& a, Impl impl, cudaStream_t stream) {
   if (impl == Impl::kReference) {
-    if (a.head_dim > 2 * kThreads) return cudaErrorInvalidValue;
+    if (a.head_dim > 4 * kThreads) return cudaErrorInvalidValue;
     reference_kernel<T><<<dim3(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_heads)),
                           kThreads, 0, stream>>>(a);
     return cudaGetLastError();
