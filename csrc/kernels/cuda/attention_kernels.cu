@@ -39,6 +39,8 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kCpt = (kChunks + kTpk - 1) / kTpk;  // chunks per thread
   constexpr int kKeysPerWarp = 32 / kTpk;
   constexpr int kSlots = kThreads / kTpk;  // key slots of the V pass
+  // K/V rows a lane loads before it uses them (2 for D = 256 keeps it within 128 registers).
+  constexpr int kUnroll = D >= 256 ? 2 : 4;
   static_assert(kChunks * 16 == D * static_cast<int>(sizeof(T)), "row must be whole 16-byte chunks");
 
   const int64_t t = blockIdx.x;
@@ -86,37 +88,47 @@ __global__ void __launch_bounds__(kThreads)
   const T* kcache = static_cast<const T*>(a.key_cache);
   const T* vcache = static_cast<const T*>(a.value_cache);
 
-  // Logits: lanes [kTpk * s, kTpk * (s + 1)) of a warp share key row s of the step.
+  // Logits: lanes [kTpk * s, kTpk * (s + 1)) of a warp share a key row. Each step a warp loads
+  // kUnroll rows per lane group before reducing, so several 16-byte loads are in flight per lane.
   {
     const int sub = lane % kTpk, slot = lane / kTpk;
-    for (int base = warp * kKeysPerWarp; base < n; base += kWarps * kKeysPerWarp) {  // warp-uniform
-      const int kk = base + slot;
-      float kf[kCpt][kVec];
-      int64_t blk = -1;
-      if (kk < n) blk = block_of(table, kb + kk, a.block_size, a.num_blocks);
+    constexpr int kStride = kWarps * kKeysPerWarp;  // keys between a warp's consecutive rows
+    for (int base = warp * kKeysPerWarp; base < n; base += kUnroll * kStride) {  // warp-uniform
+      float kf[kUnroll][kCpt][kVec];
+      int64_t blk[kUnroll];
 #pragma unroll
-      for (int j = 0; j < kCpt; ++j) {
-        const int c = sub + j * kTpk;
-        if (blk >= 0 && c < kChunks) {
-          load16_as_float(kcache + kv_offset(blk, kb + kk, a.block_size, a.num_kv_heads, D, kvh) + c * kVec, kf[j]);
-        } else {
-#pragma unroll
-          for (int e = 0; e < kVec; ++e) kf[j][e] = 0.f;
-        }
-      }
-      for (int g = 0; g < G; ++g) {
-        float s = 0.f;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int kk = base + u * kStride + slot;
+        blk[u] = kk < n ? block_of(table, kb + kk, a.block_size, a.num_blocks) : -1;
 #pragma unroll
         for (int j = 0; j < kCpt; ++j) {
           const int c = sub + j * kTpk;
-          if (c < kChunks) {
+          if (blk[u] >= 0 && c < kChunks) {
+            load16_as_float(kcache + kv_offset(blk[u], kb + kk, a.block_size, a.num_kv_heads, D, kvh) + c * kVec,
+                            kf[u][j]);
+          } else {
 #pragma unroll
-            for (int e = 0; e < kVec; ++e) s += qs[g * D + c * kVec + e] * kf[j][e];
+            for (int e = 0; e < kVec; ++e) kf[u][j][e] = 0.f;
           }
         }
+      }
+      for (int g = 0; g < G; ++g) {
 #pragma unroll
-        for (int off = kTpk / 2; off >= 1; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
-        if (sub == 0 && kk < n) probs[g * P + kk] = blk >= 0 ? s : -INFINITY;
+        for (int u = 0; u < kUnroll; ++u) {
+          const int kk = base + u * kStride + slot;
+          float s = 0.f;
+#pragma unroll
+          for (int j = 0; j < kCpt; ++j) {
+            const int c = sub + j * kTpk;
+            if (c < kChunks) {
+#pragma unroll
+              for (int e = 0; e < kVec; ++e) s += qs[g * D + c * kVec + e] * kf[u][j][e];
+            }
+          }
+#pragma unroll
+          for (int off = kTpk / 2; off >= 1; off /= 2) s += __shfl_xor_sync(0xffffffffu, s, off);
+          if (sub == 0 && kk < n) probs[g * P + kk] = blk[u] >= 0 ? s : -INFINITY;
+        }
       }
     }
   }
@@ -153,22 +165,39 @@ __global__ void __launch_bounds__(kThreads)
       for (int j = 0; j < kCpt; ++j)
 #pragma unroll
         for (int e = 0; e < kVec; ++e) acc[gg][j][e] = 0.f;
-    for (int kk = slot; kk < n; kk += kSlots) {
-      const int64_t blk = block_of(table, kb + kk, a.block_size, a.num_blocks);
-      if (blk < 0) continue;
-      const T* vrow = vcache + kv_offset(blk, kb + kk, a.block_size, a.num_kv_heads, D, kvh);
+    for (int kk0 = slot; kk0 < n; kk0 += kUnroll * kSlots) {
+      // Issue kUnroll rows' loads before using any (memory-level parallelism).
+      float vf[kUnroll][kCpt][kVec];
+      bool ok[kUnroll];
 #pragma unroll
-      for (int j = 0; j < kCpt; ++j) {
-        const int c = sub + j * kTpk;
-        if (c >= kChunks) continue;
-        float vf[kVec];
-        load16_as_float(vrow + c * kVec, vf);
+      for (int u = 0; u < kUnroll; ++u) {
+        const int kk = kk0 + u * kSlots;
+        const int64_t blk = kk < n ? block_of(table, kb + kk, a.block_size, a.num_blocks) : -1;
+        ok[u] = blk >= 0;
+        const T* vrow = vcache + (ok[u] ? kv_offset(blk, kb + kk, a.block_size, a.num_kv_heads, D, kvh) : 0);
+#pragma unroll
+        for (int j = 0; j < kCpt; ++j) {
+          const int c = sub + j * kTpk;
+          if (ok[u] && c < kChunks) {
+            load16_as_float(vrow + c * kVec, vf[u][j]);
+          } else {
+#pragma unroll
+            for (int e = 0; e < kVec; ++e) vf[u][j][e] = 0.f;
+          }
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (!ok[u]) continue;
+        const int kk = kk0 + u * kSlots;
 #pragma unroll
         for (int gg = 0; gg < kHeadTile; ++gg) {
           if (g0 + gg < G) {
             const float p = probs[(g0 + gg) * P + kk];
 #pragma unroll
-            for (int e = 0; e < kVec; ++e) acc[gg][j][e] += p * vf[e];
+            for (int j = 0; j < kCpt; ++j)
+#pragma unroll
+              for (int e = 0; e < kVec; ++e) acc[gg][j][e] += p * vf[u][j][e];
           }
         }
       }
