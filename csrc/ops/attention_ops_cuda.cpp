@@ -50,7 +50,11 @@ void paged_attention_cuda(const at::Tensor& query_in, const at::Tensor& key_cach
                                   tables_h.data_ptr<int32_t>(), B, block_tables.size(1), T,
                                   key_cache.size(0), key_cache.size(1), sliding_window);
   }
-  const at::Tensor query = query_in.stride(2) == 1 ? query_in : query_in.contiguous();
+  // The kernels read query rows in 16-byte vectors: last dim contiguous, rows 16-byte aligned.
+  const int64_t elem = query_in.element_size();
+  const bool aligned = query_in.stride(2) == 1 && reinterpret_cast<uintptr_t>(query_in.data_ptr()) % 16 == 0 &&
+                       (query_in.stride(0) * elem) % 16 == 0 && (query_in.stride(1) * elem) % 16 == 0;
+  const at::Tensor query = aligned ? query_in : query_in.contiguous();
   const at::Tensor& dst = out;  // last dim contiguous (checked)
 
   cuda::PagedAttentionArgs a{};

@@ -7,7 +7,9 @@
 //    (max, sum, normalized output) and merge_kernel combines them with a log-sum-exp.
 //  * reference kernel: one CTA per (token, query head), keys one at a time, online softmax.
 #include <cfloat>
+#include <type_traits>
 
+#include "kernels/cuda/attention_device.cuh"
 #include "kernels/cuda/attention_kernels.cuh"
 #include "kernels/cuda/dtype_utils.cuh"
 
@@ -21,14 +23,6 @@ using layout::kv_offset;
 constexpr int kThreads = 128;
 constexpr int kWarps = kThreads / 32;
 constexpr int kHeadTile = 8;  // query heads whose V sums one thread keeps in registers
-
-// Block id of position p of a sequence, or -1 when the table holds an id outside the cache (the
-// host checks the ids when it may synchronize; during CUDA graph capture such keys are skipped).
-__device__ __forceinline__ int64_t block_of(const int32_t* table_row, int64_t p, int block_size,
-                                            int64_t num_blocks) {
-  const int64_t b = table_row[p / block_size];
-  return (b >= 0 && b < num_blocks) ? b : -1;
-}
 
 template <typename T, int D>
 __global__ void __launch_bounds__(kThreads)
@@ -57,9 +51,9 @@ __global__ void __launch_bounds__(kThreads)
   float* stat_sum = stat_max + G;                  // [G]
 
   const int i = find_sequence(a.query_start_loc, a.num_seqs, t);
-  const int64_t q0 = a.query_start_loc[i];
-  const layout::KeyRange range =
-      key_range(a.seq_lens[i], a.query_start_loc[i + 1] - q0, t - q0, a.sliding_window);
+  const int64_t q0 = a.query_start_loc[i], q_len = a.query_start_loc[i + 1] - q0;
+  if (a.multi_query_elsewhere && q_len > 1) return;  // the prefill kernel writes these rows
+  const layout::KeyRange range = key_range(a.seq_lens[i], q_len, t - q0, a.sliding_window);
   const int64_t kb = range.begin + static_cast<int64_t>(part) * P;
   const int64_t ke = range.end < kb + P ? range.end : kb + P;
   const int n = ke > kb ? static_cast<int>(ke - kb) : 0;
@@ -242,6 +236,10 @@ template <typename T>
 __global__ void merge_kernel(PagedAttentionArgs a) {
   const int64_t t = blockIdx.x;
   const int h = blockIdx.y, d = threadIdx.x, D = a.head_dim, NP = a.plan.num_partitions;
+  if (a.multi_query_elsewhere) {
+    const int i = find_sequence(a.query_start_loc, a.num_seqs, t);
+    if (a.query_start_loc[i + 1] - a.query_start_loc[i] > 1) return;
+  }
   const int64_t base = (t * a.num_heads + h) * NP;
   float m = -FLT_MAX;
   for (int p = 0; p < NP; ++p)
@@ -339,7 +337,17 @@ cudaError_t launch_split(const PagedAttentionArgs& a, cudaStream_t stream) {
 }
 
 template <typename T>
-cudaError_t launch_typed(const PagedAttentionArgs& a, Impl impl, cudaStream_t stream) {
+cudaError_t launch_typed(const PagedAttentionArgs& a_in, Impl impl, cudaStream_t stream) {
+  PagedAttentionArgs a = a_in;
+  // Sequences with several queries (prefill, chunked prefill, verification) go to the tensor-core
+  // kernel when it serves this dtype and head size; single-query ones stay with the split kernel.
+  a.multi_query_elsewhere = impl == Impl::kFast && a.num_tokens > a.num_seqs &&
+                            paged_attention_prefill_supported(a.head_dim, sizeof(T));
+  if (a.multi_query_elsewhere) {
+    const cudaError_t err = launch_paged_attention_prefill(
+        a, std::is_same_v<T, __half> ? DType::kF16 : DType::kBF16, stream);
+    if (err != cudaSuccess) return err;
+  }
   if (impl == Impl::kReference) {
     if (a.head_dim > 4 * kThreads) return cudaErrorInvalidValue;
     reference_kernel<T><<<dim3(static_cast<unsigned>(a.num_tokens), static_cast<unsigned>(a.num_heads)),

@@ -40,6 +40,8 @@ struct PagedAttentionArgs {
   float* partial_out;
   float* partial_max;
   float* partial_sum;
+  // Set by the launcher: tokens of sequences with q_len > 1 are left to the prefill kernel.
+  bool multi_query_elsewhere;
 };
 
 // Whether the fast kernel can run this shape on the current device (shared memory); otherwise the
@@ -48,5 +50,12 @@ bool paged_attention_fast_supported(int head_dim, int elem_bytes, int group, int
 
 cudaError_t launch_paged_attention(const PagedAttentionArgs& args, DType dtype, Impl impl,
                                    cudaStream_t stream);
+
+// The tensor-core prefill kernel (attention_prefill.cu): bf16 / fp16, head sizes 64, 80, 96, 128.
+// It writes the rows of sequences with q_len > 1 only; launch_paged_attention pairs it with the
+// split kernel for the rest.
+bool paged_attention_prefill_supported(int head_dim, int elem_bytes);
+cudaError_t launch_paged_attention_prefill(const PagedAttentionArgs& args, DType dtype,
+                                           cudaStream_t stream);
 
 }  // namespace pagedinfer::cuda
