@@ -37,6 +37,17 @@ def test_mma_fragment_maps_cover_their_tiles_once():
         assert a_cols == b_ks
 
 
+def test_attention_p_fragments_are_s_accumulators():
+    """The prefill kernel feeds P to the second mma straight from the first mma's accumulators:
+    A register r, half e of key step kk must hold the C element of S at the same (row, key)."""
+    a, _, c = L.mma_fragments()
+    cmap = {(lane, i): (row, col) for lane, i, row, col in c}
+    for lane, r, e, row, col in a:
+        tile, elem = L.p_from_s(r, e)
+        s_row, s_col = cmap[lane, elem]
+        assert (s_row, 8 * tile + s_col) == (row, col)
+
+
 # ---- GEMM slab order and the quant.py formats ----------------------------------------------------
 
 @pytest.mark.parametrize("bits", [4, 8])

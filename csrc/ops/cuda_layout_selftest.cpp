@@ -232,6 +232,7 @@ void register_cuda_layout_selftest(py::module_& parent) {
     }
     return py::make_tuple(a, b, c);
   });
+  m.def("p_from_s", [](int r, int e) { return std::pair{L::p_from_s_tile(r), L::p_from_s_elem(r, e)}; });
   m.def("emulate_fast_gemm",
         [](const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale,
            const std::optional<at::Tensor>& min, int bits, int64_t group_size,

@@ -184,8 +184,8 @@ __global__ void __launch_bounds__(kThreads) prefill_kernel(PagedAttentionArgs a,
       uint32_t pf[4];
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const float* src = s[2 * kk + (r >> 1)];
-        pf[r] = pack2<T>(src[2 * (r & 1)], src[2 * (r & 1) + 1]);
+        const float* src = s[2 * kk + layout::p_from_s_tile(r)];
+        pf[r] = pack2<T>(src[layout::p_from_s_elem(r, 0)], src[layout::p_from_s_elem(r, 1)]);
       }
 #pragma unroll
       for (int nt = 0; nt < D / 8; ++nt) {

@@ -29,6 +29,12 @@ PI_HD int mma_b_n(int lane) { return lane / 4; }
 PI_HD int mma_c_row(int lane, int i) { return lane / 4 + 8 * (i >> 1); }
 PI_HD int mma_c_col(int lane, int i) { return 2 * (lane % 4) + (i & 1); }
 
+// Flash-attention re-use of accumulators: the C fragments of S = Q K^T for n tiles 2kk and
+// 2kk + 1 (keys 16kk .. 16kk + 15) are, register for register, the A fragment of P for k step kk:
+// A register r, half e is S n tile 2kk + p_from_s_tile(r), C element p_from_s_elem(r, e).
+PI_HD int p_from_s_tile(int r) { return r >> 1; }
+PI_HD int p_from_s_elem(int r, int e) { return 2 * (r & 1) + e; }
+
 // ---- Weight-only quantized GEMM on the formats of python/pagedinfer/quant.py (the CPU ops' own,
 // so a module moved to the GPU needs no repacking). K is a multiple of G (32, 64 or 128).
 //   INT4: qweight uint8 [N, ceil(K/64) * 32]: row n, chunk j (64 k) is 32 bytes; byte b holds
