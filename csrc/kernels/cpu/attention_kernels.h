@@ -45,6 +45,7 @@ struct PagedAttentionParams {
   float scale;
   int64_t sliding_window;  // <= 0: full causal
   AttnDtype dtype;
+  bool allow_amx = true;  // AMX tiles where the CPU and OS allow (tests turn it off to cover both)
 };
 
 // One unit of work; every range is half-open. q_begin/q_end index the sequence's own queries
@@ -92,6 +93,7 @@ struct BlockRows {
   int64_t first_pos;  // position of the item's first query token
   int64_t window;     // <= 0: none
   float scale;
+  bool allow_amx;
 };
 
 // Valid key range [jlo, jhi) inside a chunk starting at key position k0 with n keys, for the
@@ -110,6 +112,11 @@ void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, floa
 }
 #ifdef PAGEDINFER_HAVE_AVX512
 namespace avx512_attn {
+bool amx_ready();
+// One chunk of keys on AMX tiles (attention_kernels_amx.cpp); layouts in that file.
+void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp, const uint16_t* const* kp,
+                    const uint16_t* const* vp, int64_t k0, int n, float* S, uint32_t* Pp,
+                    float* scratch, const uint16_t* zero_row, float* m, float* l, float* O);
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
               float* lse);
 }

@@ -73,7 +73,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int64_t tok0 = p.query_start_loc[w.seq] + w.q_begin;
   const int64_t state = static_cast<int64_t>(kvn) * rows_pad;
   const bool fast = fast_path_ok<T>(D);
-  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale};
+  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale, p.allow_amx};
 
   const int64_t chunk_floats = static_cast<int64_t>(kKeyChunk) * (2 * D + rows_pad + D / 2 + rows_pad / 2 + 16) + D;
   float* Q = scratch.get(2 * state * D + 2 * state + state * D / 2 + chunk_floats + 64);
@@ -143,7 +143,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
       const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
       const int64_t so = static_cast<int64_t>(gi) * rows_pad;
       if (fast) {
-        fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Vf, Pp,
+        fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Kf, Vf, Pp,
                    reinterpret_cast<const T*>(zero), m + so, l + so, acc + so * D);
         continue;
       }
