@@ -129,14 +129,15 @@ bool fast_path_ok(int D) { return std::is_same_v<T, bf16_t> && D % 32 == 0 && D 
 constexpr int kDecodeRows = 8;
 
 // Larger items run on AMX tiles when allowed and available, else on the vdpbf16ps tile kernel.
-inline bool use_amx(const BlockRows& br) { return br.rows > kDecodeRows && br.allow_amx && amx_ready(); }
+inline bool use_amx(const BlockRows& br) { return br.allow_amx && amx_ready(); }
+inline bool use_decode(const BlockRows& br) { return br.rows <= kDecodeRows && !use_amx(br); }
 
 // Q fp32 [rows_pad, D] holding bf16 values -> Qp uint32 [D / 2, rows_pad] (tile kernel) or
 // bf16 [rows_pad, D] (decode kernel).
 inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, float* Qp_f) {
   const int D = br.D;
   uint32_t* Qp = reinterpret_cast<uint32_t*>(Qp_f);
-  if (br.rows <= kDecodeRows) {
+  if (use_decode(br)) {
     uint16_t* Qb = reinterpret_cast<uint16_t*>(Qp_f);
     for (int64_t i = 0; i < static_cast<int64_t>(rows_pad) * D; ++i) Qb[i] = f32_to_bits(Q[i]) >> 16;
     return;
@@ -159,7 +160,7 @@ inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, floa
 // -> [rows_pad, D] in place (tmp: rows_pad * D floats).
 inline void fast_finish(const BlockRows& br, float* OT, int rows_pad, float* tmp) {
   const int D = br.D;
-  if (br.rows <= kDecodeRows || use_amx(br)) {  // O [rows_pad, D (packed order)]
+  if (use_decode(br) || use_amx(br)) {  // O [rows_pad, D (packed order)]
     for (int r = 0; r < br.rows; ++r) unpack_row(OT + static_cast<int64_t>(r) * D, D);
     return;
   }
@@ -410,7 +411,7 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
                 float* Vp_f,
                 float* Pp_f, const T* zero_row, float* m, float* l, float* OT) {
   if constexpr (std::is_same_v<T, bf16_t>) {
-    if (br.rows <= kDecodeRows) {
+    if (use_decode(br)) {
       decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
                    reinterpret_cast<const uint16_t* const*>(krow),
                    reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,

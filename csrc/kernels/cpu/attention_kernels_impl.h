@@ -115,16 +115,18 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
   const T* krow[kKeyChunk];  // row of head 0 at each key position of the chunk
   const T* vrow[kKeyChunk];
-  // The rows of the next chunk are prefetched into L2 while this one is computed: consecutive
-  // chunks live in unrelated blocks, which the hardware prefetchers cannot guess.
-  const int64_t kv_bytes = static_cast<int64_t>(kvn) * D * sizeof(T);
-  auto prefetch_chunk = [&](int64_t c0) {
+  // The rows of the next chunk are prefetched into L2 while this one is computed, one KV head at
+  // a time (spread over the chunk's work): consecutive chunks live in unrelated blocks, which the
+  // hardware prefetchers cannot guess.
+  const int64_t head_bytes = static_cast<int64_t>(D) * sizeof(T);
+  auto prefetch_head = [&](int64_t c0, int gi) {
     const int64_t c1 = k_hi - c0 < kKeyChunk ? k_hi : c0 + kKeyChunk;
+    const int64_t h = w.kv_begin + gi;
     for (int64_t pos = c0; pos < c1; ++pos) {
       const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
-      const char* kr = reinterpret_cast<const char*>(kc + (slot * p.num_kv_heads + w.kv_begin) * D);
-      const char* vr = reinterpret_cast<const char*>(vc + (slot * p.num_kv_heads + w.kv_begin) * D);
-      for (int64_t b = 0; b < kv_bytes; b += 64) {
+      const char* kr = reinterpret_cast<const char*>(kc + (slot * p.num_kv_heads + h) * D);
+      const char* vr = reinterpret_cast<const char*>(vc + (slot * p.num_kv_heads + h) * D);
+      for (int64_t b = 0; b < head_bytes; b += 64) {
         __builtin_prefetch(kr + b, 0, 2);
         __builtin_prefetch(vr + b, 0, 2);
       }
@@ -138,10 +140,10 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
       krow[j] = kc + slot * p.num_kv_heads * D;
       vrow[j] = vc + slot * p.num_kv_heads * D;
     }
-    if (k0 + kKeyChunk < k_hi) prefetch_chunk(k0 + kKeyChunk);
     for (int gi = 0; gi < kvn; ++gi) {
       const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
       const int64_t so = static_cast<int64_t>(gi) * rows_pad;
+      if (k0 + kKeyChunk < k_hi) prefetch_head(k0 + kKeyChunk, gi);
       if (fast) {
         fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Kf, Vf, Pp,
                    reinterpret_cast<const T*>(zero), m + so, l + so, acc + so * D);
