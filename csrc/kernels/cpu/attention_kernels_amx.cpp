@@ -3,7 +3,7 @@
 // AVX-512 and AMX flags; entered only when amx_ready() (CPU has AMX-BF16 and Linux granted the
 // tile state to this process).
 //
-// Tiles (all 16 rows x 64 bytes): 0 = A, 1 = B, 2..5 = C accumulators.
+// Tiles (all 16 rows x 64 bytes): 0 and 6 = A, 1 = B, 2..5 = C accumulators.
 //   scores  S^T[16 keys][16 rows] += K[16 keys][32 d] x Qp[16 d-pairs][16 rows]   (C: fp32)
 //           K rows are gathered contiguous into Kc; Qp[dp][r] = (Q[r][2dp], Q[r][2dp+1]).
 //   output  O[16 rows][16 q] += Pt[16 rows][16 key-pairs] x Vp[16 key-pairs][16 q]
@@ -49,7 +49,7 @@ void load_tile_config() {
   TileConfig cfg;
   std::memset(&cfg, 0, sizeof(cfg));
   cfg.palette_id = 1;
-  for (int t = 0; t < 6; ++t) {
+  for (int t = 0; t < 7; ++t) {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
@@ -71,7 +71,7 @@ void load_tile_config() {
 void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp,
                     const uint16_t* const* kp, const uint16_t* const* vp, int64_t k0, int n,
                     float* S, uint32_t* Pp, float* scratch, const uint16_t* zero_row, float* m,
-                    float* l, float* O) {
+                    float* l, float* O, const NextRows<uint16_t>& next) {
   const int D = br.D;
   const int nrv = rows_pad / 16;
   const int ng = (n + 15) / 16;        // 16-key groups
@@ -83,6 +83,7 @@ void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp,
   float* alpha_all = reinterpret_cast<float*>(Pt + 2 * 256);             // [rows_pad]
   (void)zero_row;
   load_tile_config();
+  prefetch_rows(next);
 
   // Gather K rows (zero-padded to whole groups) and interleave V rows in key pairs.
   for (int j = 0; j < ng * 16; ++j) {
@@ -104,21 +105,29 @@ void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp,
     }
   }
 
-  // 1. scores S^T [j][rows_pad], unscaled
+  // 1. scores S^T [j][rows_pad], unscaled. Per 16 rows, up to four 16-key groups accumulate in
+  // C tiles 2..5 side by side (independent chains keep the tile unit busy); the A tile alternates
+  // between tiles 0 and 6 so that a load need not wait for the previous product.
   const int64_t s_stride = static_cast<int64_t>(rows_pad) * 4;
-  for (int g = 0; g < ng; ++g) {
-    for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
-      const int cnt = nrv - rv0 < 4 ? nrv - rv0 : 4;
+  for (int rv = 0; rv < nrv; ++rv) {
+    for (int g0 = 0; g0 < ng; g0 += 4) {
+      const int cnt = ng - g0 < 4 ? ng - g0 : 4;
 #define PI_ZERO(t) _tile_zero(t)
-#define PI_QK(t)                                                                              \
-  do {                                                                                        \
-    _tile_loadd(1, Qp + static_cast<int64_t>(16 * c) * rows_pad + (rv0 + t - 2) * 16, s_stride); \
-    _tile_dpbf16ps(t, 0, 1);                                                                  \
+#define PI_QK(t)                                                                       \
+  do {                                                                                 \
+    if ((t) % 2 == 0) {                                                                \
+      _tile_loadd(0, Kc + static_cast<int64_t>(g0 + t - 2) * 16 * D + 32 * c, D * 2);  \
+      _tile_dpbf16ps(t, 0, 1);                                                         \
+    } else {                                                                           \
+      _tile_loadd(6, Kc + static_cast<int64_t>(g0 + t - 2) * 16 * D + 32 * c, D * 2);  \
+      _tile_dpbf16ps(t, 6, 1);                                                         \
+    }                                                                                  \
   } while (0)
-#define PI_STORE_S(t) _tile_stored(t, S + static_cast<int64_t>(g) * 16 * rows_pad + (rv0 + t - 2) * 16, s_stride)
+#define PI_STORE_S(t) \
+  _tile_stored(t, S + static_cast<int64_t>(g0 + t - 2) * 16 * rows_pad + rv * 16, s_stride)
       PI_AMX_FOR_C(cnt, PI_ZERO);
       for (int c = 0; c < D / 32; ++c) {
-        _tile_loadd(0, Kc + static_cast<int64_t>(g) * 16 * D + 32 * c, D * 2);
+        _tile_loadd(1, Qp + static_cast<int64_t>(16 * c) * rows_pad + rv * 16, s_stride);
         PI_AMX_FOR_C(cnt, PI_QK);
       }
       PI_AMX_FOR_C(cnt, PI_STORE_S);

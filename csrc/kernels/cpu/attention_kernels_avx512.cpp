@@ -409,9 +409,11 @@ template <typename T>
 void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* const* krow,
                 const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Kf,
                 float* Vp_f,
-                float* Pp_f, const T* zero_row, float* m, float* l, float* OT) {
+                float* Pp_f, const T* zero_row, float* m, float* l, float* OT,
+                const NextRows<T>& next) {
   if constexpr (std::is_same_v<T, bf16_t>) {
     if (use_decode(br)) {
+      prefetch_rows(next);
       decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
                    reinterpret_cast<const uint16_t* const*>(krow),
                    reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
@@ -426,11 +428,15 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
         kp[j] = reinterpret_cast<const uint16_t*>(krow[j] + hoff);
         vp[j] = reinterpret_cast<const uint16_t*>(vrow[j] + hoff);
       }
+      const NextRows<uint16_t> next16{reinterpret_cast<const uint16_t* const*>(next.k),
+                                      reinterpret_cast<const uint16_t* const*>(next.v), next.n,
+                                      next.hoff, next.bytes};
       amx_tile_chunk(br, rows_pad, reinterpret_cast<const uint32_t*>(Qp_f), kp, vp, k0, n, S,
                      reinterpret_cast<uint32_t*>(Pp_f), Kf, reinterpret_cast<const uint16_t*>(zero_row),
-                     m, l, OT);
+                     m, l, OT, next16);
       return;
     }
+    prefetch_rows(next);
     const int D = br.D;
     const int nrv = rows_pad / 16;
     const uint32_t* Qp = reinterpret_cast<const uint32_t*>(Qp_f);
