@@ -117,7 +117,8 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
 
   if (x.scalar_type() == at::kBFloat16 && use_amx()) {
     // AMX: pack x once (VNNI pairs of K for 16-row blocks), then 32-row blocks of W per task.
-    if (x.stride(1) != 1) x = x.contiguous();
+    // The packer reads K pairs as dwords: rows must start at even elements.
+    if (x.stride(1) != 1 || x.stride(0) % 2 != 0 || x.stride(0) > (int64_t{1} << 26)) x = x.contiguous();
     const int64_t mblocks = (M + 15) / 16;
     at::Tensor x_vnni = at::empty({mblocks * 16 * K}, x.options());
     auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());

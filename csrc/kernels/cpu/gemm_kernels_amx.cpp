@@ -95,7 +95,7 @@ void block_32xK(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16
 }
 
 template <class Dequant>
-void gemm_amx(Dequant dequant_row, int64_t N, int64_t K, const uint16_t* x_vnni, int64_t M,
+void gemm_amx(Dequant dequant_rows, int64_t N, int64_t K, const uint16_t* x_vnni, int64_t M,
               const float* bias, void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
   // Row stride of the dequantized block: K plus one cache line, so the 16 rows a tile load
   // touches do not all fall in one L1 set when K is a multiple of 4 KiB / 2.
@@ -108,7 +108,7 @@ void gemm_amx(Dequant dequant_row, int64_t N, int64_t K, const uint16_t* x_vnni,
   configure_tiles();
   for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
     const int64_t rows = std::min<int64_t>(32, n_end - n0);
-    for (int64_t r = 0; r < rows; ++r) dequant_row(n0 + r, a + r * lda);
+    dequant_rows(n0, n0 + rows, a, lda);
     if (rows < 32) std::memset(a + rows * lda, 0, static_cast<size_t>((32 - rows) * lda * 2));
     for (int64_t mb = 0; mb < mblocks; mb += 2) {
       const uint16_t* b0 = x_vnni + mb * (K / 2) * 32;
@@ -139,30 +139,34 @@ bool amx_available() {
 
 void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t mb_begin,
                  int64_t mb_end, uint16_t* dst) {
+  // One gather per K pair: the dwords (x[m][2p], x[m][2p + 1]) of 16 rows, rows past M masked off.
   const int64_t pairs = K / 2;
+  const __m512i rows = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(static_cast<int>(ldx / 2)));
   for (int64_t mb = mb_begin; mb < mb_end; ++mb) {
-    uint32_t* d = reinterpret_cast<uint32_t*>(dst) + mb * pairs * 16;
-    for (int64_t j = 0; j < 16; ++j) {
-      const int64_t m = mb * 16 + j;
-      if (m < M) {
-        const uint32_t* row = reinterpret_cast<const uint32_t*>(x + m * ldx);
-        for (int64_t p = 0; p < pairs; ++p) d[p * 16 + j] = row[p];
-      } else {
-        for (int64_t p = 0; p < pairs; ++p) d[p * 16 + j] = 0;
-      }
-    }
+    const int64_t valid = std::min<int64_t>(16, M - mb * 16);
+    const __mmask16 mask = static_cast<__mmask16>(valid >= 16 ? 0xFFFF : (1u << valid) - 1);
+    const int* base = reinterpret_cast<const int*>(x + mb * 16 * ldx);
+    int* d = reinterpret_cast<int*>(dst) + mb * pairs * 16;
+    for (int64_t p = 0; p < pairs; ++p)
+      _mm512_storeu_si512(d + p * 16, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, rows, base + p, 4));
   }
 }
 
 void int4_gemm_amx(const Int4Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
                    void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
-  gemm_amx([&](int64_t n, uint16_t* dst) { int4_dequant_avx512(w, n, n + 1, dst, DType::kBF16); },
+  gemm_amx([&](int64_t n0, int64_t n1, uint16_t* dst, int64_t ldd) {
+             int4_dequant_bf16_avx512(w, n0, n1, dst, ldd);
+           },
            w.N, w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
 }
 
 void int8_gemm_amx(const Int8Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
                    void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
-  gemm_amx([&](int64_t n, uint16_t* dst) { int8_dequant_avx512(w, n, n + 1, dst, DType::kBF16); },
+  gemm_amx([&](int64_t n0, int64_t n1, uint16_t* dst, int64_t ldd) {
+             for (int64_t n = n0; n < n1; ++n) int8_dequant_avx512(w, n, n + 1, dst + (n - n0) * ldd, DType::kBF16);
+           },
            w.N, w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
 }
 
