@@ -272,9 +272,9 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
 // Dequantization for the large-M paths. bf16: per group a 16-entry table
 // bf16(fma(i, scale, min)), duplicated to 32 words, then one vpermw per 32 weights; the row's
 // scales and mins are widened to fp32 first so each table costs one fma and one convert.
-void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, uint16_t* dst,
-                              int64_t ldd) {
-  const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), chunks = (K + 63) / 64;
+void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd) {
+  const int64_t K = k_end, groups = w.K / w.group_size, rb = int4_row_bytes(w.K);
   const int shift = log2_of(w.group_size);
   const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   thread_local std::vector<float> sm;
@@ -283,10 +283,12 @@ void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end,
   float* mn = sc + groups;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const uint8_t* q = w.qweight + n * rb;
-    halves_to_floats(w.scale + n * groups, groups, sc);
-    halves_to_floats(w.min + n * groups, groups, mn);
-    uint16_t* d = dst + (n - n_begin) * ldd;
-    for (int64_t c = 0; c < chunks; ++c) {
+    // Only the groups of [k_begin, k_end): the AMX path calls this once per K block.
+    const int64_t g0 = k_begin >> shift, g1 = (k_end + w.group_size - 1) >> shift;
+    halves_to_floats(w.scale + n * groups + g0, g1 - g0, sc + g0);
+    halves_to_floats(w.min + n * groups + g0, g1 - g0, mn + g0);
+    uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
+    for (int64_t c = k_begin / 64; c < (k_end + 63) / 64; ++c) {
       const int64_t klo = 64 * c, khi = klo + 32, gl = klo >> shift, gh = khi >> shift;
       // A last chunk past K still has its 32 bytes (high nibbles zero): load them all.
       const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q + 32 * c)));
@@ -305,7 +307,8 @@ void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end,
 }
 
 void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dt) {
-  if (dt == DType::kBF16) return int4_dequant_bf16_avx512(w, n_begin, n_end, static_cast<uint16_t*>(dst), w.K);
+  if (dt == DType::kBF16)
+    return int4_dequant_bf16_avx512(w, n_begin, n_end, 0, w.K, static_cast<uint16_t*>(dst), w.K);
   const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), chunks = (K + 63) / 64;
   const int shift = log2_of(w.group_size);
   const __m512i mask4 = _mm512_set1_epi32(0x0F);
@@ -351,6 +354,23 @@ void int8_dequant_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, void
           _mm512_storeu_ps(d + 16, b);
         }
       }
+    }
+  }
+}
+
+void int8_dequant_bf16_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd) {
+  const int64_t K = w.K, shift = log2_of(w.group_size), groups = K / w.group_size;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const int8_t* q = w.qweight + n * K;
+    uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
+    for (int64_t k = k_begin; k < k_end; k += 32) {
+      const __m512 s = _mm512_set1_ps(_cvtsh_ss(w.scale[n * groups + (k >> shift)]));
+      const __m512 a = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q + k)))), s);
+      const __m512 b = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q + k + 16)))), s);
+      _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
   }
 }
