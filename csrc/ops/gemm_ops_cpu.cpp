@@ -1,13 +1,16 @@
-// CPU adapters for int4_linear / int8_linear: checks, then one of two strategies.
+// CPU adapters for int4_linear / int8_linear: checks, then one of three strategies.
 //
-// Small M (decode): the GEMV kernels stream the packed weights once, dequantizing in registers;
-// rows of W are split over threads so every core streams.
-// Large M: compute-bound, and this CPU's AMX (via oneDNN in at::mm) multiplies bf16 several
-// times faster than any AVX-512 FMA loop. So each thread dequantizes a panel of W rows into an
-// L2-sized bf16 (or fp32) buffer with the SIMD dequantizer, then multiplies all M rows of x by it
-// with at::mm: the weights are read from memory once and dequantized once per call, and the
-// GEMM itself runs at oneDNN's speed. (Choice (b) of the design notes: it reaches the targets
-// without an AMX microkernel of our own.)
+// Small M (decode, M <= 4): the GEMV kernels stream the packed weights once, dequantizing in
+// registers; rows of W are split over threads so every core streams.
+// Larger M with bf16 activations on a CPU with AMX: compute-bound, and AMX multiplies bf16 far
+// faster than any AVX-512 FMA loop (oneDNN's dense bf16 GEMM reaches ~2,280 GFLOP/s here). Our own
+// AMX kernel (gemm_kernels_amx.cpp) dequantizes 32-row blocks of W into bf16 tiles in L1/L2 and
+// reuses each block for all M rows, so the weights are read and dequantized once per call. We
+// first tried choice (b), dequantizing panels and calling at::mm on each: oneDNN's per-call cost
+// (~40 us for a 64 x 4096 panel, single thread) made it slower than dense bf16 at M = 16.
+// Otherwise (fp32 / fp16 activations, no AMX, or the ISA capped): each thread dequantizes a panel
+// of W rows into an L2-sized fp32 / bf16 buffer and multiplies all rows of x by it with at::mm
+// (dequantize once, reuse across M; fp32 keeps fp32 accuracy).
 #include <ATen/Parallel.h>
 
 #include <algorithm>

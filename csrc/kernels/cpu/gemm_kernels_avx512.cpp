@@ -53,6 +53,10 @@ inline float dot_half_float(const uint16_t* a, const float* b, int64_t count) {
   return _mm512_reduce_add_ps(acc);
 }
 
+inline void prefetch_rows(const void* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(static_cast<const char*>(p) + off, _MM_HINT_T0);
+}
+
 inline int log2_of(int64_t g) { return g == 32 ? 5 : g == 64 ? 6 : 7; }
 
 // result[r * MB + m] = sum_k q-part of rows n + r, x rows m0 + m (scale applied, min not yet).
@@ -71,7 +75,12 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
 #pragma GCC unroll 16
   for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
 
+  // Software prefetch of the next NR rows (contiguous after these), one line per chunk: the
+  // hardware prefetchers do not run far enough ahead of two interleaved row streams, and
+  // without this the loop waited on DRAM (2.2 ms vs 1.0 ms for 4096 x 4096, one thread).
+  const char* next = reinterpret_cast<const char*>(q[0]) + NR * rb;
   for (int64_t c = 0; c < full; ++c) {
+    _mm_prefetch(next + 64 * c, _MM_HINT_T0);
     __m512bh wl[NR], wh[NR];
 #pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
@@ -138,7 +147,9 @@ void int8_rows(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, con
   __m512 acc[NR][MB][2];
   for (int r = 0; r < NR; ++r)
     for (int m = 0; m < MB; ++m) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+  const char* next = reinterpret_cast<const char*>(q[0]) + NR * K;  // as in int4_rows
   for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t off = 0; off < NR * G; off += 64) _mm_prefetch(next + g * NR * G + off, _MM_HINT_T0);
     __m512 p[NR][MB][2];
     for (int r = 0; r < NR; ++r)
       for (int m = 0; m < MB; ++m) p[r][m][0] = p[r][m][1] = _mm512_setzero_ps();
@@ -227,6 +238,8 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
   for (int64_t n = n_begin; n < n_end; n += 2) {
     const int nr = n + 2 <= n_end ? 2 : 1;
     for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
+    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
+    prefetch_rows(w.min + (n + 2) * groups, 2 * groups * 2);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
       const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
       if (nr == 2) {
@@ -255,6 +268,7 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
   for (int64_t n = n_begin; n < n_end; n += 2) {
     const int nr = n + 2 <= n_end ? 2 : 1;
     for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
+    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
       const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
       if (nr == 2) int8_rows_mb<2>(mb, w, x, m0, n, sc.data(), result);
@@ -288,6 +302,7 @@ void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end,
     halves_to_floats(w.scale + n * groups + g0, g1 - g0, sc + g0);
     halves_to_floats(w.min + n * groups + g0, g1 - g0, mn + g0);
     uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
+    prefetch_rows(q + k_end / 2, (k_end - k_begin) / 2);  // this row's next K block
     for (int64_t c = k_begin / 64; c < (k_end + 63) / 64; ++c) {
       const int64_t klo = 64 * c, khi = klo + 32, gl = klo >> shift, gh = khi >> shift;
       // A last chunk past K still has its 32 bytes (high nibbles zero): load them all.
@@ -364,6 +379,7 @@ void int8_dequant_bf16_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end,
   for (int64_t n = n_begin; n < n_end; ++n) {
     const int8_t* q = w.qweight + n * K;
     uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
+    prefetch_rows(q + k_end, k_end - k_begin);  // this row's next K block
     for (int64_t k = k_begin; k < k_end; k += 32) {
       const __m512 s = _mm512_set1_ps(_cvtsh_ss(w.scale[n * groups + (k >> shift)]));
       const __m512 a = _mm512_mul_ps(
