@@ -37,6 +37,17 @@ def test_mma_fragment_maps_cover_their_tiles_once():
         assert a_cols == b_ks
 
 
+def test_prefill_tile_bound_covers_every_batch_shape():
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(300):
+        B = int(torch.randint(1, 40, (1,), generator=gen))
+        q = torch.randint(0, int(torch.randint(1, 300, (1,), generator=gen)) + 1, (B,), generator=gen).tolist()
+        T = sum(q)
+        tiles = sum(L.prefill_tiles_of(x) for x in q)
+        assert tiles == sum(-(-x // 64) for x in q if x > 1)
+        assert tiles <= L.prefill_tile_bound(T, B)
+
+
 def test_attention_p_fragments_are_s_accumulators():
     """The prefill kernel feeds P to the second mma straight from the first mma's accumulators:
     A register r, half e of key step kk must hold the C element of S at the same (row, key)."""

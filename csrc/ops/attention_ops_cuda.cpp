@@ -98,6 +98,11 @@ void paged_attention_cuda(const at::Tensor& query_in, const at::Tensor& key_cach
     a.partial_max = partial_stats.data_ptr<float>();
     a.partial_sum = a.partial_max + slots;
   }
+  at::Tensor tile_start;
+  if (impl == cuda::Impl::kFast && T > B) {  // some sequence has several queries: prefill tiles
+    tile_start = at::empty({B + 1}, qsl.options());
+    a.prefill_tile_start = tile_start.data_ptr<int32_t>();
+  }
   const cudaError_t err = cuda::launch_paged_attention(a, to_dtype(query.scalar_type()), impl,
                                                        c10::cuda::getCurrentCUDAStream());
   TORCH_CHECK(err == cudaSuccess, kOp, ": CUDA launch failed: ", cudaGetErrorString(err));

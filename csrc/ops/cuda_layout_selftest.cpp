@@ -232,6 +232,8 @@ void register_cuda_layout_selftest(py::module_& parent) {
     }
     return py::make_tuple(a, b, c);
   });
+  m.def("prefill_tiles_of", &L::prefill_tiles_of);
+  m.def("prefill_tile_bound", &L::prefill_tile_bound);
   m.def("p_from_s", [](int r, int e) { return std::pair{L::p_from_s_tile(r), L::p_from_s_elem(r, e)}; });
   m.def("emulate_fast_gemm",
         [](const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale,

@@ -342,6 +342,7 @@ cudaError_t launch_typed(const PagedAttentionArgs& a_in, Impl impl, cudaStream_t
   // Sequences with several queries (prefill, chunked prefill, verification) go to the tensor-core
   // kernel when it serves this dtype and head size; single-query ones stay with the split kernel.
   a.multi_query_elsewhere = impl == Impl::kFast && a.num_tokens > a.num_seqs &&
+                            a.prefill_tile_start != nullptr &&
                             paged_attention_prefill_supported(a.head_dim, sizeof(T));
   if (a.multi_query_elsewhere) {
     const cudaError_t err = launch_paged_attention_prefill(

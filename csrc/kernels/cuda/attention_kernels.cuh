@@ -40,6 +40,9 @@ struct PagedAttentionArgs {
   float* partial_out;
   float* partial_max;
   float* partial_sum;
+  // Workspace int32 [B + 1] for the prefill kernel's tile map (first tile of each sequence);
+  // allocated by the adapter when T > B.
+  int32_t* prefill_tile_start;
   // Set by the launcher: tokens of sequences with q_len > 1 are left to the prefill kernel.
   bool multi_query_elsewhere;
 };

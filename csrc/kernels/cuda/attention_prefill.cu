@@ -7,19 +7,20 @@
 // and causal / sliding-window mask in fp32, online softmax on the accumulator fragments (row max
 // and sum reduced over the 4 lanes of a quad), then O += P V with P re-packed from the S
 // accumulators straight into A fragments. Shared memory rows are padded by 16 bytes so fragment
-// loads are bank-conflict free. Grid = (B * ceil(T / 64), Hq); CTAs past their sequence's
-// queries exit at once (the tile count of each sequence is not known on the host).
+// loads are bank-conflict free. Grid = (a host-side bound on the tiles, Hq); tile_map_kernel first
+// writes each sequence's first tile on the GPU, and CTAs past the last tile exit at once.
 #include <cfloat>
 
 #include "kernels/cuda/attention_device.cuh"
 #include "kernels/cuda/attention_kernels.cuh"
 #include "kernels/cuda/dtype_utils.cuh"
+#include "kernels/cuda/layout.h"
 #include "kernels/cuda/mma.cuh"
 
 namespace pagedinfer::cuda {
 namespace {
 
-constexpr int kBM = 64;  // queries per CTA
+constexpr int kBM = layout::kPrefillTileRows;  // queries per CTA
 constexpr int kBN = 64;  // keys per tile
 constexpr int kThreads = 128;
 
@@ -39,11 +40,39 @@ __device__ __forceinline__ uint32_t pack_halves(T lo, T hi) {
   return static_cast<uint32_t>(l) | (static_cast<uint32_t>(h) << 16);
 }
 
+// tile_start[i] = first prefill tile of sequence i (exclusive prefix sum of prefill_tiles_of over
+// the sequences), tile_start[B] = total. One CTA of 1024 threads: each sums a run of sequences,
+// then a Hillis-Steele scan over the runs in shared memory.
+__global__ void __launch_bounds__(1024) tile_map_kernel(const int32_t* qsl, int num_seqs, int32_t* tile_start) {
+  __shared__ int32_t part[1024];
+  const int tid = threadIdx.x, per = (num_seqs + 1023) / 1024;
+  const int s0 = min(num_seqs, tid * per), s1 = min(num_seqs, s0 + per);
+  int32_t sum = 0;
+  for (int s = s0; s < s1; ++s) sum += layout::prefill_tiles_of(qsl[s + 1] - qsl[s]);
+  part[tid] = sum;
+  __syncthreads();
+  for (int off = 1; off < 1024; off *= 2) {
+    const int32_t v = tid >= off ? part[tid - off] : 0;
+    __syncthreads();
+    part[tid] += v;
+    __syncthreads();
+  }
+  int32_t run = part[tid] - sum;
+  for (int s = s0; s < s1; ++s) {
+    tile_start[s] = run;
+    run += layout::prefill_tiles_of(qsl[s + 1] - qsl[s]);
+  }
+  if (tid == 1023) tile_start[num_seqs] = part[1023];
+}
+
 template <typename T, int D>
-__global__ void __launch_bounds__(kThreads) prefill_kernel(PagedAttentionArgs a, int tiles_per_seq) {
+__global__ void __launch_bounds__(kThreads) prefill_kernel(PagedAttentionArgs a) {
   constexpr int kLd = pitch<D>();
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
-  const int i = static_cast<int>(blockIdx.x / tiles_per_seq), tile = static_cast<int>(blockIdx.x % tiles_per_seq);
+  const int64_t x = blockIdx.x;
+  if (x >= a.prefill_tile_start[a.num_seqs]) return;  // the grid is an upper bound
+  const int i = layout::find_sequence(a.prefill_tile_start, a.num_seqs, x);
+  const int tile = static_cast<int>(x - a.prefill_tile_start[i]);
   const int h = blockIdx.y;
   const int64_t q0 = a.query_start_loc[i];
   const int64_t q_len = a.query_start_loc[i + 1] - q0;
@@ -221,9 +250,12 @@ cudaError_t launch_d(const PagedAttentionArgs& a, cudaStream_t stream) {
   cudaError_t err = cudaFuncSetAttribute(prefill_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          static_cast<int>(smem));
   if (err != cudaSuccess) return err;
-  const int tiles = static_cast<int>(layout::ceil_div(a.num_tokens, kBM));
-  const dim3 grid(static_cast<unsigned>(static_cast<int64_t>(a.num_seqs) * tiles), static_cast<unsigned>(a.num_heads));
-  prefill_kernel<T, D><<<grid, kThreads, smem, stream>>>(a, tiles);
+  tile_map_kernel<<<1, 1024, 0, stream>>>(a.query_start_loc, a.num_seqs, a.prefill_tile_start);
+  err = cudaGetLastError();
+  if (err != cudaSuccess) return err;
+  const dim3 grid(static_cast<unsigned>(layout::prefill_tile_bound(a.num_tokens, a.num_seqs)),
+                  static_cast<unsigned>(a.num_heads));
+  prefill_kernel<T, D><<<grid, kThreads, smem, stream>>>(a);
   return cudaGetLastError();
 }
 

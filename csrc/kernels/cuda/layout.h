@@ -29,6 +29,18 @@ PI_HD int mma_b_n(int lane) { return lane / 4; }
 PI_HD int mma_c_row(int lane, int i) { return lane / 4 + 8 * (i >> 1); }
 PI_HD int mma_c_col(int lane, int i) { return 2 * (lane % 4) + (i & 1); }
 
+// Prefill tiles: a sequence with q_len > 1 queries has ceil(q_len / 64) query tiles (q_len 1 is
+// the split kernel's). The prefill grid is an upper bound on their total, known on the host from T
+// and B alone: sum ceil(q / 64) <= sum (q / 64 + 1) over at most min(B, T / 2) such sequences.
+constexpr int kPrefillTileRows = 64;
+PI_HD int prefill_tiles_of(int64_t q_len) {
+  return q_len > 1 ? static_cast<int>(ceil_div(q_len, kPrefillTileRows)) : 0;
+}
+PI_HD int64_t prefill_tile_bound(int64_t num_tokens, int64_t num_seqs) {
+  const int64_t multi = num_seqs < num_tokens / 2 ? num_seqs : num_tokens / 2;
+  return multi + ceil_div(num_tokens, kPrefillTileRows);
+}
+
 // Flash-attention re-use of accumulators: the C fragments of S = Q K^T for n tiles 2kk and
 // 2kk + 1 (keys 16kk .. 16kk + 15) are, register for register, the A fragment of P for k step kk:
 // A register r, half e is S n tile 2kk + p_from_s_tile(r), C element p_from_s_elem(r, e).
