@@ -44,10 +44,10 @@ void paged_attention_cuda(const at::Tensor& query_in, const at::Tensor& key_cach
   const c10::cuda::CUDAGuard guard(query_in.device());
   const at::Tensor qsl = qsl_in.contiguous(), seq_lens = seq_lens_in.contiguous(),
                    block_tables = block_tables_in.contiguous();
-  if (can_sync_for_checks()) {
-    const at::Tensor qsl_h = qsl.cpu(), seq_lens_h = seq_lens.cpu(), tables_h = block_tables.cpu();
-    check_paged_attention_indices(qsl_h.data_ptr<int32_t>(), seq_lens_h.data_ptr<int32_t>(),
-                                  tables_h.data_ptr<int32_t>(), B, block_tables.size(1), T,
+  if (can_sync_for_checks()) {  // one device-to-host copy of all the metadata, then the CPU checks
+    const at::Tensor host = at::cat({qsl, seq_lens, block_tables.flatten()}).cpu();
+    const int32_t* h = host.data_ptr<int32_t>();
+    check_paged_attention_indices(h, h + B + 1, h + 2 * B + 1, B, block_tables.size(1), T,
                                   key_cache.size(0), key_cache.size(1), sliding_window);
   }
   // The kernels read query rows in 16-byte vectors: last dim contiguous, rows 16-byte aligned.
