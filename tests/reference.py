@@ -63,6 +63,7 @@ def paged_attention(query, key_cache, value_cache, query_start_loc, seq_lens, bl
         scores = scores.masked_fill(~allowed[None], float("-inf"))
         out[q0:q1] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
     return out.to(query.dtype)
+
 # ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
 # Unpacks the layouts of pagedinfer/quant.py independently of the package's own helpers.
 

@@ -88,6 +88,17 @@ def test_long_sequences(dtype, block_size, isa):
     check(make_batch([(1, 3000)], 4, 1, 128, block_size, dtype), dtype, sliding_window=1000)
 
 
+@pytest.mark.parametrize("amx", ["1", "0"])
+@pytest.mark.parametrize("Hq,Hkv,D", [(8, 2, 128), (12, 4, 64), (32, 1, 96), (3, 3, 256)])
+def test_bf16_tile_kernels(amx, Hq, Hkv, D, monkeypatch):
+    """Prefill-sized bf16 tiles run on AMX when present, else on the AVX-512 tile kernel
+    (PAGEDINFER_ATTN_AMX=0 forces the latter): both against the reference, windows included."""
+    monkeypatch.setenv("PAGEDINFER_ATTN_AMX", amx)
+    specs = [(77, 77), (40, 300), (16, 16), (1, 50), (9, 33)]
+    check(make_batch(specs, Hq, Hkv, D, 16, torch.bfloat16), torch.bfloat16)
+    check(make_batch(specs, Hq, Hkv, D, 7, torch.bfloat16), torch.bfloat16, sliding_window=29)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 def test_split_k_thread_counts(threads):
     """The plan depends on the thread count: every split must give the same answer."""

@@ -1,13 +1,16 @@
-// CPU adapters for int4_linear / int8_linear: checks, then one of two strategies.
+// CPU adapters for int4_linear / int8_linear: checks, then one of three strategies.
 //
-// Small M (decode): the GEMV kernels stream the packed weights once, dequantizing in registers;
-// rows of W are split over threads so every core streams.
-// Large M: compute-bound, and this CPU's AMX (via oneDNN in at::mm) multiplies bf16 several
-// times faster than any AVX-512 FMA loop. So each thread dequantizes a panel of W rows into an
-// L2-sized bf16 (or fp32) buffer with the SIMD dequantizer, then multiplies all M rows of x by it
-// with at::mm: the weights are read from memory once and dequantized once per call, and the
-// GEMM itself runs at oneDNN's speed. (Choice (b) of the design notes: it reaches the targets
-// without an AMX microkernel of our own.)
+// Small M (decode, M <= 4): the GEMV kernels stream the packed weights once, dequantizing in
+// registers; rows of W are split over threads so every core streams.
+// Larger M with bf16 activations on a CPU with AMX: compute-bound, and AMX multiplies bf16 far
+// faster than any AVX-512 FMA loop (oneDNN's dense bf16 GEMM reaches ~2,280 GFLOP/s here). Our own
+// AMX kernel (gemm_kernels_amx.cpp) dequantizes 32-row blocks of W into bf16 tiles in L1/L2 and
+// reuses each block for all M rows, so the weights are read and dequantized once per call. We
+// first tried choice (b), dequantizing panels and calling at::mm on each: oneDNN's per-call cost
+// (~40 us for a 64 x 4096 panel, single thread) made it slower than dense bf16 at M = 16.
+// Otherwise (fp32 / fp16 activations, no AMX, or the ISA capped): each thread dequantizes a panel
+// of W rows into an L2-sized fp32 / bf16 buffer and multiplies all rows of x by it with at::mm
+// (dequantize once, reuse across M; fp32 keeps fp32 accuracy).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -21,10 +24,12 @@
 namespace pagedinfer::ops {
 namespace {
 
-// At or below this many rows of x, the GEMV kernels win (measured: bench gemm).
+// At or below this many rows of x, the GEMV kernels win over dequantize + AMX (measured on
+// N = 256, K = 4096, one thread: int4 M = 3 99 us vs 110-135 us, M = 4 about even).
 constexpr int64_t kGemvMaxM = 4;
-// Weight bytes per GEMV task, so small layers are not split into tasks dearer than their work.
-constexpr int64_t kGemvGrainBytes = int64_t{48} << 10;
+// Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
+// dearer than their work: waking the second thread costs microseconds, more on a busy machine.
+constexpr int64_t kGemvGrainBytes = int64_t{128} << 10;
 // Dequantized panel size: fits L2 next to the activations and oneDNN's packing buffers.
 constexpr int64_t kPanelBytes = int64_t{512} << 10;
 
@@ -117,7 +122,8 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
 
   if (x.scalar_type() == at::kBFloat16 && use_amx()) {
     // AMX: pack x once (VNNI pairs of K for 16-row blocks), then 32-row blocks of W per task.
-    if (x.stride(1) != 1) x = x.contiguous();
+    // The packer reads K pairs as dwords: rows must start at even elements.
+    if (x.stride(1) != 1 || x.stride(0) % 2 != 0 || x.stride(0) > (int64_t{1} << 26)) x = x.contiguous();
     const int64_t mblocks = (M + 15) / 16;
     at::Tensor x_vnni = at::empty({mblocks * 16 * K}, x.options());
     auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());

@@ -60,7 +60,8 @@ bool fast_path_ok(int) { return false; }
 inline void fast_prepare(const BlockRows&, const float*, int, float*) {}
 template <typename T>
 void fast_chunk(const BlockRows&, int, const float*, const T* const*, const T* const*, int64_t,
-                int64_t, int, float*, float*, float*, const T*, float*, float*, float*) {}
+                int64_t, int, float*, float*, float*, float*, const T*, float*, float*, float*,
+                const NextRows<T>&) {}
 inline void fast_finish(const BlockRows&, float*, int, float*) {}
 
 #include "kernels/cpu/attention_kernels_impl.h"

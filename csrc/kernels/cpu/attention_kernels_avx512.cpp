@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/cpu/attention_kernels.h"
+#include "kernels/cpu/attention_simd_avx512.h"
 #include "kernels/cpu/half_types.h"
 
 namespace pagedinfer::cpu::avx512_attn {
@@ -39,23 +40,6 @@ inline void store16(bf16_t* p, __m512 v) {
 }
 inline void store16(f16_t* p, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-}
-
-// exp(x) for x <= ~88: 2^(x log2 e) = 2^n * 2^f, |f| <= 1/2, 2^f by a degree-6 polynomial
-// (relative error ~2e-7); inputs below -100 give 0.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-100.0f));
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147180559945309f));
-  __m512 y = _mm512_set1_ps(1.0f / 720);
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 120));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 24));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 6));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.5f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(y, n);
 }
 
 template <typename T>
@@ -140,26 +124,35 @@ void store_row(T* dst, const float* src, float mul, int D) {
 template <typename T>
 bool fast_path_ok(int D) { return std::is_same_v<T, bf16_t> && D % 32 == 0 && D <= 512; }
 
-inline int packed_d(int q) { return (q & ~31) + 8 * ((q & 15) >> 2) + (q & 3) + 4 * ((q & 31) >> 4); }
 
 // Items of at most this many rows per KV head (decode, short verification) use the decode kernel.
 constexpr int kDecodeRows = 8;
+
+// Larger items run on AMX tiles when allowed and available, else on the vdpbf16ps tile kernel.
+inline bool use_amx(const BlockRows& br) { return br.allow_amx && amx_ready(); }
+inline bool use_decode(const BlockRows& br) { return br.rows <= kDecodeRows && !use_amx(br); }
 
 // Q fp32 [rows_pad, D] holding bf16 values -> Qp uint32 [D / 2, rows_pad] (tile kernel) or
 // bf16 [rows_pad, D] (decode kernel).
 inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, float* Qp_f) {
   const int D = br.D;
   uint32_t* Qp = reinterpret_cast<uint32_t*>(Qp_f);
-  if (br.rows <= kDecodeRows) {
+  if (use_decode(br)) {
     uint16_t* Qb = reinterpret_cast<uint16_t*>(Qp_f);
     for (int64_t i = 0; i < static_cast<int64_t>(rows_pad) * D; ++i) Qb[i] = f32_to_bits(Q[i]) >> 16;
     return;
   }
-  for (int r = 0; r < rows_pad; ++r)
-    for (int dp = 0; dp < D / 2; ++dp) {
-      const uint32_t lo = f32_to_bits(Q[static_cast<int64_t>(r) * D + 2 * dp]) >> 16;
-      const uint32_t hi = f32_to_bits(Q[static_cast<int64_t>(r) * D + 2 * dp + 1]) >> 16;
-      Qp[static_cast<int64_t>(dp) * rows_pad + r] = lo | (hi << 16);
+  // 16 rows x 32 d at a time: 16 x 16 dword pairs, transposed.
+  for (int rv = 0; rv < rows_pad / 16; ++rv)
+    for (int b = 0; b < D / 32; ++b) {
+      __m512i rowsv[16], cols[16];
+      for (int k = 0; k < 16; ++k) {
+        const float* q = Q + static_cast<int64_t>(rv * 16 + k) * D + 32 * b;
+        rowsv[k] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
+      }
+      transpose16(rowsv, cols);
+      for (int k = 0; k < 16; ++k)
+        _mm512_storeu_si512(Qp + static_cast<int64_t>(16 * b + k) * rows_pad + rv * 16, cols[k]);
     }
 }
 
@@ -167,10 +160,8 @@ inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, floa
 // -> [rows_pad, D] in place (tmp: rows_pad * D floats).
 inline void fast_finish(const BlockRows& br, float* OT, int rows_pad, float* tmp) {
   const int D = br.D;
-  if (br.rows <= kDecodeRows) {
-    for (int r = 0; r < rows_pad; ++r)
-      for (int q = 0; q < D; ++q) tmp[static_cast<int64_t>(r) * D + packed_d(q)] = OT[static_cast<int64_t>(r) * D + q];
-    std::memcpy(OT, tmp, sizeof(float) * rows_pad * D);
+  if (use_decode(br) || use_amx(br)) {  // O [rows_pad, D (packed order)]
+    for (int r = 0; r < br.rows; ++r) unpack_row(OT + static_cast<int64_t>(r) * D, D);
     return;
   }
   for (int q = 0; q < D; ++q) {
@@ -255,11 +246,6 @@ void pv_rows(const uint32_t* Pp, int rows_pad, int rv0, const uint32_t* Vp, int 
   }
 }
 
-inline __m512i pack_pair(__m512 a, __m512 b) {
-  const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
-  const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
-  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
-}
 
 
 // ---- bf16 decode kernel: at most kDecodeRows rows, keys or d in the lanes ------------------------
@@ -421,10 +407,13 @@ inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t
 
 template <typename T>
 void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* const* krow,
-                const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Vp_f,
-                float* Pp_f, const T* zero_row, float* m, float* l, float* OT) {
+                const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Kf,
+                float* Vp_f,
+                float* Pp_f, const T* zero_row, float* m, float* l, float* OT,
+                const NextRows<T>& next) {
   if constexpr (std::is_same_v<T, bf16_t>) {
-    if (br.rows <= kDecodeRows) {
+    if (use_decode(br)) {
+      prefetch_rows(next);
       decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
                    reinterpret_cast<const uint16_t* const*>(krow),
                    reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
@@ -432,6 +421,22 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
                    m, l, OT);
       return;
     }
+    if (use_amx(br)) {
+      const uint16_t* kp[kKeyChunk];
+      const uint16_t* vp[kKeyChunk];
+      for (int j = 0; j < n; ++j) {
+        kp[j] = reinterpret_cast<const uint16_t*>(krow[j] + hoff);
+        vp[j] = reinterpret_cast<const uint16_t*>(vrow[j] + hoff);
+      }
+      const NextRows<uint16_t> next16{reinterpret_cast<const uint16_t* const*>(next.k),
+                                      reinterpret_cast<const uint16_t* const*>(next.v), next.n,
+                                      next.hoff, next.bytes};
+      amx_tile_chunk(br, rows_pad, reinterpret_cast<const uint32_t*>(Qp_f), kp, vp, k0, n, S,
+                     reinterpret_cast<uint32_t*>(Pp_f), Kf, reinterpret_cast<const uint16_t*>(zero_row),
+                     m, l, OT, next16);
+      return;
+    }
+    prefetch_rows(next);
     const int D = br.D;
     const int nrv = rows_pad / 16;
     const uint32_t* Qp = reinterpret_cast<const uint32_t*>(Qp_f);

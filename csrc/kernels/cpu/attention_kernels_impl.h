@@ -73,7 +73,7 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int64_t tok0 = p.query_start_loc[w.seq] + w.q_begin;
   const int64_t state = static_cast<int64_t>(kvn) * rows_pad;
   const bool fast = fast_path_ok<T>(D);
-  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale};
+  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale, p.allow_amx};
 
   const int64_t chunk_floats = static_cast<int64_t>(kKeyChunk) * (2 * D + rows_pad + D / 2 + rows_pad / 2 + 16) + D;
   float* Q = scratch.get(2 * state * D + 2 * state + state * D / 2 + chunk_floats + 64);
@@ -113,46 +113,43 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const T* kc = static_cast<const T*>(p.key_cache);
   const T* vc = static_cast<const T*>(p.value_cache);
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
-  const T* krow[kKeyChunk];  // row of head 0 at each key position of the chunk
-  const T* vrow[kKeyChunk];
-  // The rows of the next chunk are prefetched into L2 while this one is computed: consecutive
-  // chunks live in unrelated blocks, which the hardware prefetchers cannot guess.
-  const int64_t kv_bytes = static_cast<int64_t>(kvn) * D * sizeof(T);
-  auto prefetch_chunk = [&](int64_t c0) {
-    const int64_t c1 = k_hi - c0 < kKeyChunk ? k_hi : c0 + kKeyChunk;
-    for (int64_t pos = c0; pos < c1; ++pos) {
-      const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
-      const char* kr = reinterpret_cast<const char*>(kc + (slot * p.num_kv_heads + w.kv_begin) * D);
-      const char* vr = reinterpret_cast<const char*>(vc + (slot * p.num_kv_heads + w.kv_begin) * D);
-      for (int64_t b = 0; b < kv_bytes; b += 64) {
-        __builtin_prefetch(kr + b, 0, 2);
-        __builtin_prefetch(vr + b, 0, 2);
-      }
-    }
-  };
-  for (int64_t k0 = k_lo; k0 < k_hi; k0 += kKeyChunk) {
-    const int n = static_cast<int>(k_hi - k0 < kKeyChunk ? k_hi - k0 : kKeyChunk);
+  const T* rows_a[2][kKeyChunk];  // row of head 0 at each key position: this and next chunk
+  const T* rows_b[2][kKeyChunk];
+  auto fill_rows = [&](int64_t c0, const T** kr, const T** vr) {
+    const int n = static_cast<int>(k_hi - c0 < kKeyChunk ? k_hi - c0 : kKeyChunk);
     for (int j = 0; j < n; ++j) {
-      const int64_t pos = k0 + j;
+      const int64_t pos = c0 + j;
       const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
-      krow[j] = kc + slot * p.num_kv_heads * D;
-      vrow[j] = vc + slot * p.num_kv_heads * D;
+      kr[j] = kc + slot * p.num_kv_heads * D;
+      vr[j] = vc + slot * p.num_kv_heads * D;
     }
-    if (k0 + kKeyChunk < k_hi) prefetch_chunk(k0 + kKeyChunk);
+    return n;
+  };
+  int cur = 0;
+  int n = k_lo < k_hi ? fill_rows(k_lo, rows_a[0], rows_b[0]) : 0;
+  for (int64_t k0 = k_lo; k0 < k_hi; k0 += kKeyChunk) {
+    const T* const* krow = rows_a[cur];
+    const T* const* vrow = rows_b[cur];
+    const int n_next = k0 + kKeyChunk < k_hi ? fill_rows(k0 + kKeyChunk, rows_a[1 - cur], rows_b[1 - cur]) : 0;
     for (int gi = 0; gi < kvn; ++gi) {
       const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
       const int64_t so = static_cast<int64_t>(gi) * rows_pad;
+      const NextRows<T> next{rows_a[1 - cur], rows_b[1 - cur], n_next, hoff,
+                             static_cast<int64_t>(D * sizeof(T))};
       if (fast) {
-        fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Vf, Pp,
-                   reinterpret_cast<const T*>(zero), m + so, l + so, acc + so * D);
+        fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Kf, Vf, Pp,
+                   reinterpret_cast<const T*>(zero), m + so, l + so, acc + so * D, next);
         continue;
       }
+      prefetch_rows(next);
       for (int j = 0; j < n; ++j) {
         load_rows(krow[j] + hoff, 0, 1, D, Kf + static_cast<int64_t>(j) * D);
         load_rows(vrow[j] + hoff, 0, 1, D, Vf + static_cast<int64_t>(j) * D);
       }
       attend_chunk_f32(br, Q + so * D, Kf, Vf, k0, n, S, m + so, l + so, acc + so * D);
     }
+    cur = 1 - cur;
+    n = n_next;
   }
   if (fast)  // back to [rows_pad, D] per KV head
     for (int gi = 0; gi < kvn; ++gi)

@@ -78,6 +78,12 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end);
 void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dst_dt);
+// bf16 rows [n_begin, n_end), columns [k_begin, k_end) to dst with row stride ldd elements (the
+// AMX path's A operand). k_begin a multiple of 64; k_end a multiple of 64 or K.
+void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd);
+void int8_dequant_bf16_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd);
 void int8_dequant_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dst_dt);
 #endif
 

@@ -65,16 +65,22 @@ inline void store_tile_transposed(const float* c, int64_t n0, int64_t n_valid, i
 }
 
 template <bool kTwoX>
-void block_32xK(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1, int64_t K,
-                float* cbuf) {
+inline void tiles_zero() {
   _tile_zero(0);
   _tile_zero(1);
   if constexpr (kTwoX) {
     _tile_zero(2);
     _tile_zero(3);
   }
+}
+
+// C += A B over nkk steps of 32 K: A = 32 W rows (two tiles, row stride lda elements), B = one or
+// two 16-row blocks of x_vnni (512 bf16 per step).
+template <bool kTwoX>
+inline void tiles_accumulate(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16_t* b1,
+                             int64_t nkk) {
   const int64_t a_stride = lda * 2;
-  for (int64_t kk = 0; kk < K / 32; ++kk) {
+  for (int64_t kk = 0; kk < nkk; ++kk) {
     _tile_loadd(4, a + 32 * kk, a_stride);
     _tile_loadd(5, a + 16 * lda + 32 * kk, a_stride);
     _tile_loadd(6, b0 + kk * 512, 64);
@@ -86,6 +92,10 @@ void block_32xK(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16
       _tile_dpbf16ps(3, 5, 7);
     }
   }
+}
+
+template <bool kTwoX>
+inline void tiles_store(float* cbuf) {
   _tile_stored(0, cbuf, 64);
   _tile_stored(1, cbuf + 256, 64);
   if constexpr (kTwoX) {
@@ -94,40 +104,73 @@ void block_32xK(const uint16_t* a, int64_t lda, const uint16_t* b0, const uint16
   }
 }
 
+void store_tiles(const float* cbuf, bool two, int64_t mb, int64_t M, int64_t n0, int64_t n_end,
+                 const float* bias, void* out, DType dt, int64_t ldo) {
+  for (int xb = 0; xb < (two ? 2 : 1); ++xb) {
+    const int64_t m0 = (mb + xb) * 16, m_valid = std::min<int64_t>(16, M - m0);
+    for (int wb = 0; wb < 2; ++wb) {
+      const int64_t nb = n0 + 16 * wb, n_valid = std::min<int64_t>(16, n_end - nb);
+      if (n_valid <= 0) continue;
+      store_tile_transposed(cbuf + (xb * 2 + wb) * 256, nb, n_valid, m0, m_valid, bias, out, dt, ldo);
+    }
+  }
+}
+
+// Up to 32 rows of x: the C tiles stay in registers across K, so W is dequantized in K blocks
+// whose 32 rows (32 x 256 bf16 = 16 KiB) stay in L1, next to the x tiles, until read.
+constexpr int64_t kKBlock = 256;
+
 template <class Dequant>
-void gemm_amx(Dequant dequant_row, int64_t N, int64_t K, const uint16_t* x_vnni, int64_t M,
-              const float* bias, void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
-  // Row stride of the dequantized block: K plus one cache line, so the 16 rows a tile load
-  // touches do not all fall in one L1 set when K is a multiple of 4 KiB / 2.
-  const int64_t lda = K + 32;
+void gemm_amx(Dequant dequant, int64_t K, const uint16_t* x_vnni, int64_t M, const float* bias,
+              void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  const int64_t mblocks = (M + 15) / 16;
+  const bool few = mblocks <= 2;
+  // Row stride of the dequantized block: its width plus one cache line, so the 16 rows a tile
+  // load touches do not all fall in one L1 set.
+  const int64_t width = few ? std::min(K, kKBlock) : K;
+  const int64_t lda = width + 32;
   thread_local std::vector<uint16_t> a_storage;
   a_storage.resize(static_cast<size_t>(32 * lda));
   uint16_t* a = a_storage.data();
   alignas(64) float cbuf[4 * 256];
-  const int64_t mblocks = (M + 15) / 16;
   configure_tiles();
   for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
     const int64_t rows = std::min<int64_t>(32, n_end - n0);
-    for (int64_t r = 0; r < rows; ++r) dequant_row(n0 + r, a + r * lda);
     if (rows < 32) std::memset(a + rows * lda, 0, static_cast<size_t>((32 - rows) * lda * 2));
+    if (few) {
+      const bool two = mblocks == 2;
+      const uint16_t* b0 = x_vnni;
+      const uint16_t* b1 = x_vnni + (K / 2) * 32;
+      two ? tiles_zero<true>() : tiles_zero<false>();
+      for (int64_t kb = 0; kb < K; kb += kKBlock) {
+        const int64_t kn = std::min(kKBlock, K - kb);
+        dequant(n0, n0 + rows, kb, kb + kn, a, lda);
+        const int64_t off = (kb / 32) * 512;
+        two ? tiles_accumulate<true>(a, lda, b0 + off, b1 + off, kn / 32)
+            : tiles_accumulate<false>(a, lda, b0 + off, nullptr, kn / 32);
+      }
+      two ? tiles_store<true>(cbuf) : tiles_store<false>(cbuf);
+      store_tiles(cbuf, two, 0, M, n0, n_end, bias, out, dt, ldo);
+      continue;
+    }
+    // Many rows of x: dequantize the whole [32, K] block once (L2) and run every x block on it.
+    dequant(n0, n0 + rows, 0, K, a, lda);
     for (int64_t mb = 0; mb < mblocks; mb += 2) {
       const uint16_t* b0 = x_vnni + mb * (K / 2) * 32;
       const bool two = mb + 1 < mblocks;
-      if (two) block_32xK<true>(a, lda, b0, b0 + (K / 2) * 32, K, cbuf);
-      else block_32xK<false>(a, lda, b0, nullptr, K, cbuf);
-      for (int xb = 0; xb < (two ? 2 : 1); ++xb) {
-        const int64_t m0 = (mb + xb) * 16, m_valid = std::min<int64_t>(16, M - m0);
-        for (int wb = 0; wb < 2; ++wb) {
-          const int64_t nb = n0 + 16 * wb, n_valid = std::min<int64_t>(16, n_end - nb);
-          if (n_valid <= 0) continue;
-          store_tile_transposed(cbuf + (xb * 2 + wb) * 256, nb, n_valid, m0, m_valid, bias, out,
-                                dt, ldo);
-        }
+      if (two) {
+        tiles_zero<true>();
+        tiles_accumulate<true>(a, lda, b0, b0 + (K / 2) * 32, K / 32);
+        tiles_store<true>(cbuf);
+      } else {
+        tiles_zero<false>();
+        tiles_accumulate<false>(a, lda, b0, nullptr, K / 32);
+        tiles_store<false>(cbuf);
       }
+      store_tiles(cbuf, two, mb, M, n0, n_end, bias, out, dt, ldo);
     }
   }
   _tile_release();
-  (void)N;
 }
 
 }  // namespace
@@ -139,31 +182,35 @@ bool amx_available() {
 
 void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t mb_begin,
                  int64_t mb_end, uint16_t* dst) {
+  // One gather per K pair: the dwords (x[m][2p], x[m][2p + 1]) of 16 rows, rows past M masked off.
   const int64_t pairs = K / 2;
+  const __m512i rows = _mm512_mullo_epi32(
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+      _mm512_set1_epi32(static_cast<int>(ldx / 2)));
   for (int64_t mb = mb_begin; mb < mb_end; ++mb) {
-    uint32_t* d = reinterpret_cast<uint32_t*>(dst) + mb * pairs * 16;
-    for (int64_t j = 0; j < 16; ++j) {
-      const int64_t m = mb * 16 + j;
-      if (m < M) {
-        const uint32_t* row = reinterpret_cast<const uint32_t*>(x + m * ldx);
-        for (int64_t p = 0; p < pairs; ++p) d[p * 16 + j] = row[p];
-      } else {
-        for (int64_t p = 0; p < pairs; ++p) d[p * 16 + j] = 0;
-      }
-    }
+    const int64_t valid = std::min<int64_t>(16, M - mb * 16);
+    const __mmask16 mask = static_cast<__mmask16>(valid >= 16 ? 0xFFFF : (1u << valid) - 1);
+    const int* base = reinterpret_cast<const int*>(x + mb * 16 * ldx);
+    int* d = reinterpret_cast<int*>(dst) + mb * pairs * 16;
+    for (int64_t p = 0; p < pairs; ++p)
+      _mm512_storeu_si512(d + p * 16, _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), mask, rows, base + p, 4));
   }
 }
 
 void int4_gemm_amx(const Int4Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
                    void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
-  gemm_amx([&](int64_t n, uint16_t* dst) { int4_dequant_avx512(w, n, n + 1, dst, DType::kBF16); },
-           w.N, w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
+  gemm_amx([&](int64_t n0, int64_t n1, int64_t k0, int64_t k1, uint16_t* dst, int64_t ldd) {
+             int4_dequant_bf16_avx512(w, n0, n1, k0, k1, dst, ldd);
+           },
+           w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
 }
 
 void int8_gemm_amx(const Int8Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
                    void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
-  gemm_amx([&](int64_t n, uint16_t* dst) { int8_dequant_avx512(w, n, n + 1, dst, DType::kBF16); },
-           w.N, w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
+  gemm_amx([&](int64_t n0, int64_t n1, int64_t k0, int64_t k1, uint16_t* dst, int64_t ldd) {
+             int8_dequant_bf16_avx512(w, n0, n1, k0, k1, dst, ldd);
+           },
+           w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
 }
 
 }  // namespace pagedinfer::cpu
