@@ -37,9 +37,28 @@ inline __m512 reduce16(__m512* v) {
 }
 
 // S[r][j] = scale * q_r . k_j for the n keys of the chunk (S row stride kKeyChunk).
+// Prefetches the next chunk's rows a few keys at a time, spread over the chunk's work: a burst
+// of thousands of prefetches would hold up the computation behind it.
+struct PrefetchCursor {
+  const NextRows<uint16_t>* next;
+  int done = 0;
+  void step(int keys) {
+    const int end = done + keys < next->n ? done + keys : next->n;
+    for (; done < end; ++done) {
+      const char* kr = reinterpret_cast<const char*>(next->k[done] + next->hoff);
+      const char* vr = reinterpret_cast<const char*>(next->v[done] + next->hoff);
+      for (int64_t b = 0; b < next->bytes; b += 64) {
+        _mm_prefetch(kr + b, _MM_HINT_T0);
+        _mm_prefetch(vr + b, _MM_HINT_T0);
+      }
+    }
+  }
+};
+
 inline void decode_scores(const uint16_t* q, int D, const uint16_t* const* kp, int n, float scale,
-                          float* s) {
+                          float* s, PrefetchCursor& pf, int pf_keys) {
   for (int j0 = 0; j0 < n; j0 += 16) {
+    pf.step(pf_keys);
     const uint16_t* k[16];
 #pragma GCC unroll 16
     for (int kb = 0; kb < 16; ++kb) k[kb] = kp[j0 + kb < n ? j0 + kb : n];
@@ -105,7 +124,8 @@ void decode_pv_all(const uint32_t* Pb, const uint16_t* const* vp, int n2, int D,
 
 inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t* const* krow,
                          const uint16_t* const* vrow, int64_t hoff, int64_t k0, int n, float* S,
-                         uint32_t* Pb, const uint16_t* zero_row, float* m, float* l, float* O) {
+                         uint32_t* Pb, const uint16_t* zero_row, float* m, float* l, float* O,
+                         const NextRows<uint16_t>& next) {
   const int D = br.D;
   const uint16_t* kp[kKeyChunk + 1];
   const uint16_t* vp[kKeyChunk + 2];
@@ -116,6 +136,9 @@ inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t
   kp[n] = zero_row;
   vp[n] = vp[n + 1] = zero_row;
   const int n2 = (n + 1) / 2;
+  PrefetchCursor pf{&next};
+  const int steps = br.rows * ((n + 15) / 16);
+  const int pf_keys = (next.n + steps - 1) / steps;
   for (int r = 0; r < br.rows; ++r) {
     float* s = S + r * kKeyChunk;
     uint32_t* pb = Pb + r * (kKeyChunk / 2);
@@ -125,7 +148,7 @@ inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t
       for (int jp = 0; jp < n2; ++jp) pb[jp] = 0;
       continue;
     }
-    decode_scores(Qb + static_cast<int64_t>(r) * D, D, kp, n, br.scale, s);
+    decode_scores(Qb + static_cast<int64_t>(r) * D, D, kp, n, br.scale, s, pf, pf_keys);
     // Lanes = keys; mask the keys outside [jlo, jhi).
     __m512 sv[kKeyChunk / 16];
     __mmask16 live[kKeyChunk / 16];
@@ -159,6 +182,7 @@ inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t
     l[r] += _mm512_reduce_add_ps(sum);
     m[r] = m_new;
   }
+  pf.step(next.n);  // whatever rows without visible keys skipped
   switch (br.rows) {
     case 1: decode_pv_all<1>(Pb, vp, n2, D, O); break;
     case 2: decode_pv_all<2>(Pb, vp, n2, D, O); break;

@@ -257,12 +257,14 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
                 const NextRows<T>& next) {
   if constexpr (std::is_same_v<T, bf16_t>) {
     if (use_decode(br)) {
-      prefetch_rows(next);
       decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
                    reinterpret_cast<const uint16_t* const*>(krow),
                    reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
                    reinterpret_cast<uint32_t*>(Pp_f), reinterpret_cast<const uint16_t*>(zero_row),
-                   m, l, OT);
+                   m, l, OT,
+                   NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
+                                      reinterpret_cast<const uint16_t* const*>(next.v), next.n,
+                                      next.hoff, next.bytes});
       return;
     }
     if (use_amx(br)) {

@@ -131,18 +131,10 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
     const T* const* krow = rows_a[cur];
     const T* const* vrow = rows_b[cur];
     const int n_next = k0 + kKeyChunk < k_hi ? fill_rows(k0 + kKeyChunk, rows_a[1 - cur], rows_b[1 - cur]) : 0;
-    // Items with several KV heads read whole position rows (all their heads, contiguous):
-    // prefetch the next chunk's rows in address order up front; single-head items prefetch one
-    // head's rows per chunk inside the kernels.
-    const bool whole_rows = kvn > 1;
-    if (whole_rows)
-      prefetch_rows(NextRows<T>{rows_a[1 - cur], rows_b[1 - cur], n_next,
-                                static_cast<int64_t>(w.kv_begin) * D,
-                                static_cast<int64_t>(kvn) * D * static_cast<int64_t>(sizeof(T))});
     for (int gi = 0; gi < kvn; ++gi) {
       const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
       const int64_t so = static_cast<int64_t>(gi) * rows_pad;
-      const NextRows<T> next{rows_a[1 - cur], rows_b[1 - cur], whole_rows ? 0 : n_next, hoff,
+      const NextRows<T> next{rows_a[1 - cur], rows_b[1 - cur], n_next, hoff,
                              static_cast<int64_t>(D * sizeof(T))};
       if (fast) {
         fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Kf, Vf, Pp,
