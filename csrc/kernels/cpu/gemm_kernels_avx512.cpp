@@ -286,21 +286,34 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
 // Dequantization for the large-M paths. bf16: per group a 16-entry table
 // bf16(fma(i, scale, min)), duplicated to 32 words, then one vpermw per 32 weights; the row's
 // scales and mins are widened to fp32 first so each table costs one fma and one convert.
+void int4_scales_to_floats_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, float* sc,
+                                  float* mn) {
+  const int64_t groups = w.K / w.group_size;
+  halves_to_floats(w.scale + n_begin * groups, (n_end - n_begin) * groups, sc);
+  halves_to_floats(w.min + n_begin * groups, (n_end - n_begin) * groups, mn);
+}
+
 void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
-                              int64_t k_end, uint16_t* dst, int64_t ldd) {
+                              int64_t k_end, uint16_t* dst, int64_t ldd, const float* sc_rows,
+                              const float* mn_rows) {
   const int64_t K = k_end, groups = w.K / w.group_size, rb = int4_row_bytes(w.K);
   const int shift = log2_of(w.group_size);
   const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   thread_local std::vector<float> sm;
   sm.resize(2 * groups);
-  float* sc = sm.data();
-  float* mn = sc + groups;
+  float* const sc_own = sm.data();
+  float* const mn_own = sc_own + groups;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const uint8_t* q = w.qweight + n * rb;
-    // Only the groups of [k_begin, k_end): the AMX path calls this once per K block.
-    const int64_t g0 = k_begin >> shift, g1 = (k_end + w.group_size - 1) >> shift;
-    halves_to_floats(w.scale + n * groups + g0, g1 - g0, sc + g0);
-    halves_to_floats(w.min + n * groups + g0, g1 - g0, mn + g0);
+    const float* sc = sc_own;
+    const float* mn = mn_own;
+    if (sc_rows != nullptr) {  // widened by the caller once for all its K blocks
+      sc = sc_rows + (n - n_begin) * groups;
+      mn = mn_rows + (n - n_begin) * groups;
+    } else {
+      halves_to_floats(w.scale + n * groups, groups, sc_own);
+      halves_to_floats(w.min + n * groups, groups, mn_own);
+    }
     uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
     prefetch_rows(q + k_end / 2, (k_end - k_begin) / 2);  // this row's next K block
     for (int64_t c = k_begin / 64; c < (k_end + 63) / 64; ++c) {
@@ -323,7 +336,8 @@ void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end,
 
 void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dt) {
   if (dt == DType::kBF16)
-    return int4_dequant_bf16_avx512(w, n_begin, n_end, 0, w.K, static_cast<uint16_t*>(dst), w.K);
+    return int4_dequant_bf16_avx512(w, n_begin, n_end, 0, w.K, static_cast<uint16_t*>(dst), w.K,
+                                    nullptr, nullptr);
   const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), chunks = (K + 63) / 64;
   const int shift = log2_of(w.group_size);
   const __m512i mask4 = _mm512_set1_epi32(0x0F);
