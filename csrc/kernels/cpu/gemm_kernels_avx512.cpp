@@ -268,23 +268,28 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
 
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  constexpr int64_t kRowBlock = 32;  // scales widened 32 rows at a time, as in int4_gemv_avx512
   const int64_t groups = w.K / w.group_size;
-  std::vector<float> sc(2 * groups);
+  thread_local std::vector<float> sm;
+  sm.resize(static_cast<size_t>(kRowBlock * groups));
   float result[8];
-  for (int64_t n = n_begin; n < n_end; n += 2) {
-    const int nr = n + 2 <= n_end ? 2 : 1;
-    for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
-    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
-      const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
-      if (nr == 2) int8_rows_mb<2>(mb, w, x, m0, n, sc.data(), result);
-      else int8_rows_mb<1>(mb, w, x, m0, n, sc.data(), result);
-      for (int r = 0; r < nr; ++r)
-        for (int m = 0; m < mb; ++m) {
-          float v = result[r * mb + m];
-          if (bias != nullptr) v += bias[n + r];
-          store_value(out, out_dt, (m0 + m) * ldo + n + r, v);
-        }
+  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n_end - nb);
+    halves_to_floats(w.scale + nb * groups, rows * groups, sm.data());
+    for (int64_t n = nb; n < nb + rows; n += 2) {
+      const int nr = n + 2 <= nb + rows ? 2 : 1;
+      const float* sc = sm.data() + (n - nb) * groups;
+      for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
+        const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
+        if (nr == 2) int8_rows_mb<2>(mb, w, x, m0, n, sc, result);
+        else int8_rows_mb<1>(mb, w, x, m0, n, sc, result);
+        for (int r = 0; r < nr; ++r)
+          for (int m = 0; m < mb; ++m) {
+            float v = result[r * mb + m];
+            if (bias != nullptr) v += bias[n + r];
+            store_value(out, out_dt, (m0 + m) * ldo + n + r, v);
+          }
+      }
     }
   }
 }
