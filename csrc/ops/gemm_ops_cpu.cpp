@@ -45,7 +45,7 @@ void check_group_size(int64_t g, const char* op) {
   TORCH_CHECK_VALUE(g == 32 || g == 64 || g == 128, op, ": group_size must be 32, 64 or 128, got ", g);
 }
 
-// Shared checks of x and bias; returns K.
+// Shared checks of x and bias.
 void check_x_bias(const at::Tensor& x, const std::optional<at::Tensor>& bias, int64_t N, int64_t K,
                   const char* op) {
   check_defined(x, op, "x");
