@@ -80,8 +80,13 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
 void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dst_dt);
 // bf16 rows [n_begin, n_end), columns [k_begin, k_end) to dst with row stride ldd elements (the
 // AMX path's A operand). k_begin a multiple of 64; k_end a multiple of 64 or K.
+// sc_rows / mn_rows: the rows' scales and mins already widened to fp32 ([n_end - n_begin, K / G],
+// from int4_scales_to_floats_avx512), or nullptr to widen them here.
 void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
-                              int64_t k_end, uint16_t* dst, int64_t ldd);
+                              int64_t k_end, uint16_t* dst, int64_t ldd, const float* sc_rows,
+                              const float* mn_rows);
+void int4_scales_to_floats_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, float* sc,
+                                  float* mn);
 void int8_dequant_bf16_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
                               int64_t k_end, uint16_t* dst, int64_t ldd);
 void int8_dequant_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dst_dt);

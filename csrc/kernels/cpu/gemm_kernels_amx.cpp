@@ -130,8 +130,9 @@ void gemm_amx(Dequant dequant, int64_t K, const uint16_t* x_vnni, int64_t M, con
   const int64_t width = few ? std::min(K, kKBlock) : K;
   const int64_t lda = width + 32;
   thread_local std::vector<uint16_t> a_storage;
-  a_storage.resize(static_cast<size_t>(32 * lda));
-  uint16_t* a = a_storage.data();
+  a_storage.resize(static_cast<size_t>(32 * lda + 32));
+  // 64-byte aligned: every dequantized 32-weight run is then one whole cache line.
+  uint16_t* a = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(a_storage.data()) + 63) & ~uintptr_t{63});
   alignas(64) float cbuf[4 * 256];
   configure_tiles();
   for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
@@ -199,8 +200,17 @@ void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t m
 
 void int4_gemm_amx(const Int4Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
                    void* out, DType dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  // Scales and mins of the current 32-row block, widened once for all its K blocks.
+  thread_local std::vector<float> sm;
+  const int64_t groups = w.K / w.group_size;
+  sm.resize(static_cast<size_t>(2 * 32 * groups));
+  int64_t widened = -1;
   gemm_amx([&](int64_t n0, int64_t n1, int64_t k0, int64_t k1, uint16_t* dst, int64_t ldd) {
-             int4_dequant_bf16_avx512(w, n0, n1, k0, k1, dst, ldd);
+             if (widened != n0) {
+               int4_scales_to_floats_avx512(w, n0, n1, sm.data(), sm.data() + 32 * groups);
+               widened = n0;
+             }
+             int4_dequant_bf16_avx512(w, n0, n1, k0, k1, dst, ldd, sm.data(), sm.data() + 32 * groups);
            },
            w.K, x_vnni, M, bias, out, dt, ldo, n_begin, n_end);
 }

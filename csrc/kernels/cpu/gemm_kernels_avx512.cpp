@@ -38,23 +38,20 @@ inline void halves_to_floats(const uint16_t* src, int64_t count, float* dst) {
   }
 }
 
-// sum_i fp16(a[i]) * b[i]
-inline float dot_half_float(const uint16_t* a, const float* b, int64_t count) {
-  __m512 acc = _mm512_setzero_ps();
-  int64_t i = 0;
-  for (; i + 16 <= count; i += 16)
-    acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(a + i))),
-                          _mm512_loadu_ps(b + i), acc);
-  if (i < count) {
-    const __mmask16 mask = static_cast<__mmask16>((1u << (count - i)) - 1);
-    acc = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, a + i)),
-                          _mm512_maskz_loadu_ps(mask, b + i), acc);
-  }
-  return _mm512_reduce_add_ps(acc);
-}
-
 inline void prefetch_rows(const void* p, int64_t bytes) {
   for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(static_cast<const char*>(p) + off, _MM_HINT_T0);
+}
+
+// sum_i a[i] * b[i]
+inline float dot_floats(const float* a, const float* b, int64_t count) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < count) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (count - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, a + i), _mm512_maskz_loadu_ps(mask, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
 }
 
 inline int log2_of(int64_t g) { return g == 32 ? 5 : g == 64 ? 6 : 7; }
@@ -231,54 +228,68 @@ void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) 
 
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  // Scales and mins are widened 32 rows at a time (one contiguous run each): per-row setup is
+  // what dominates the small layers of the default model (K = 576 is only 9 chunks a row).
+  constexpr int64_t kRowBlock = 32;
   const int64_t groups = w.K / w.group_size;
   const bool lo = x.x_lo != nullptr;
-  std::vector<float> sc(2 * groups);
+  thread_local std::vector<float> sm;
+  sm.resize(static_cast<size_t>(2 * kRowBlock * groups));
+  float* sc_block = sm.data();
+  float* mn_block = sc_block + kRowBlock * groups;
   float result[8];
-  for (int64_t n = n_begin; n < n_end; n += 2) {
-    const int nr = n + 2 <= n_end ? 2 : 1;
-    for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
-    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
-    prefetch_rows(w.min + (n + 2) * groups, 2 * groups * 2);
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
-      const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
-      if (nr == 2) {
-        lo ? int4_rows_mb<2, true>(mb, w, x, m0, n, sc.data(), result)
-           : int4_rows_mb<2, false>(mb, w, x, m0, n, sc.data(), result);
-      } else {
-        lo ? int4_rows_mb<1, true>(mb, w, x, m0, n, sc.data(), result)
-           : int4_rows_mb<1, false>(mb, w, x, m0, n, sc.data(), result);
-      }
-      for (int r = 0; r < nr; ++r)
-        for (int m = 0; m < mb; ++m) {
-          float v = result[r * mb + m] +
-                    dot_half_float(w.min + (n + r) * groups, x.x_sum + (m0 + m) * groups, groups);
-          if (bias != nullptr) v += bias[n + r];
-          store_value(out, out_dt, (m0 + m) * ldo + n + r, v);
+  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n_end - nb);
+    halves_to_floats(w.scale + nb * groups, rows * groups, sc_block);
+    halves_to_floats(w.min + nb * groups, rows * groups, mn_block);
+    for (int64_t n = nb; n < nb + rows; n += 2) {
+      const int nr = n + 2 <= nb + rows ? 2 : 1;
+      const float* sc = sc_block + (n - nb) * groups;
+      for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
+        const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
+        if (nr == 2) {
+          lo ? int4_rows_mb<2, true>(mb, w, x, m0, n, sc, result)
+             : int4_rows_mb<2, false>(mb, w, x, m0, n, sc, result);
+        } else {
+          lo ? int4_rows_mb<1, true>(mb, w, x, m0, n, sc, result)
+             : int4_rows_mb<1, false>(mb, w, x, m0, n, sc, result);
         }
+        for (int r = 0; r < nr; ++r)
+          for (int m = 0; m < mb; ++m) {
+            float v = result[r * mb + m] + dot_floats(mn_block + (n + r - nb) * groups,
+                                                      x.x_sum + (m0 + m) * groups, groups);
+            if (bias != nullptr) v += bias[n + r];
+            store_value(out, out_dt, (m0 + m) * ldo + n + r, v);
+          }
+      }
     }
   }
 }
 
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  constexpr int64_t kRowBlock = 32;  // scales widened 32 rows at a time, as in int4_gemv_avx512
   const int64_t groups = w.K / w.group_size;
-  std::vector<float> sc(2 * groups);
+  thread_local std::vector<float> sm;
+  sm.resize(static_cast<size_t>(kRowBlock * groups));
   float result[8];
-  for (int64_t n = n_begin; n < n_end; n += 2) {
-    const int nr = n + 2 <= n_end ? 2 : 1;
-    for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
-    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
-      const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
-      if (nr == 2) int8_rows_mb<2>(mb, w, x, m0, n, sc.data(), result);
-      else int8_rows_mb<1>(mb, w, x, m0, n, sc.data(), result);
-      for (int r = 0; r < nr; ++r)
-        for (int m = 0; m < mb; ++m) {
-          float v = result[r * mb + m];
-          if (bias != nullptr) v += bias[n + r];
-          store_value(out, out_dt, (m0 + m) * ldo + n + r, v);
-        }
+  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n_end - nb);
+    halves_to_floats(w.scale + nb * groups, rows * groups, sm.data());
+    for (int64_t n = nb; n < nb + rows; n += 2) {
+      const int nr = n + 2 <= nb + rows ? 2 : 1;
+      const float* sc = sm.data() + (n - nb) * groups;
+      for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
+        const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
+        if (nr == 2) int8_rows_mb<2>(mb, w, x, m0, n, sc, result);
+        else int8_rows_mb<1>(mb, w, x, m0, n, sc, result);
+        for (int r = 0; r < nr; ++r)
+          for (int m = 0; m < mb; ++m) {
+            float v = result[r * mb + m];
+            if (bias != nullptr) v += bias[n + r];
+            store_value(out, out_dt, (m0 + m) * ldo + n + r, v);
+          }
+      }
     }
   }
 }
@@ -286,21 +297,34 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
 // Dequantization for the large-M paths. bf16: per group a 16-entry table
 // bf16(fma(i, scale, min)), duplicated to 32 words, then one vpermw per 32 weights; the row's
 // scales and mins are widened to fp32 first so each table costs one fma and one convert.
+void int4_scales_to_floats_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, float* sc,
+                                  float* mn) {
+  const int64_t groups = w.K / w.group_size;
+  halves_to_floats(w.scale + n_begin * groups, (n_end - n_begin) * groups, sc);
+  halves_to_floats(w.min + n_begin * groups, (n_end - n_begin) * groups, mn);
+}
+
 void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
-                              int64_t k_end, uint16_t* dst, int64_t ldd) {
+                              int64_t k_end, uint16_t* dst, int64_t ldd, const float* sc_rows,
+                              const float* mn_rows) {
   const int64_t K = k_end, groups = w.K / w.group_size, rb = int4_row_bytes(w.K);
   const int shift = log2_of(w.group_size);
   const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   thread_local std::vector<float> sm;
   sm.resize(2 * groups);
-  float* sc = sm.data();
-  float* mn = sc + groups;
+  float* const sc_own = sm.data();
+  float* const mn_own = sc_own + groups;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const uint8_t* q = w.qweight + n * rb;
-    // Only the groups of [k_begin, k_end): the AMX path calls this once per K block.
-    const int64_t g0 = k_begin >> shift, g1 = (k_end + w.group_size - 1) >> shift;
-    halves_to_floats(w.scale + n * groups + g0, g1 - g0, sc + g0);
-    halves_to_floats(w.min + n * groups + g0, g1 - g0, mn + g0);
+    const float* sc = sc_own;
+    const float* mn = mn_own;
+    if (sc_rows != nullptr) {  // widened by the caller once for all its K blocks
+      sc = sc_rows + (n - n_begin) * groups;
+      mn = mn_rows + (n - n_begin) * groups;
+    } else {
+      halves_to_floats(w.scale + n * groups, groups, sc_own);
+      halves_to_floats(w.min + n * groups, groups, mn_own);
+    }
     uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
     prefetch_rows(q + k_end / 2, (k_end - k_begin) / 2);  // this row's next K block
     for (int64_t c = k_begin / 64; c < (k_end + 63) / 64; ++c) {
@@ -323,7 +347,8 @@ void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end,
 
 void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dt) {
   if (dt == DType::kBF16)
-    return int4_dequant_bf16_avx512(w, n_begin, n_end, 0, w.K, static_cast<uint16_t*>(dst), w.K);
+    return int4_dequant_bf16_avx512(w, n_begin, n_end, 0, w.K, static_cast<uint16_t*>(dst), w.K,
+                                    nullptr, nullptr);
   const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), chunks = (K + 63) / 64;
   const int shift = log2_of(w.group_size);
   const __m512i mask4 = _mm512_set1_epi32(0x0F);
