@@ -249,6 +249,26 @@ void pv_rows(const uint32_t* Pp, int rows_pad, int rv0, const uint32_t* Vp, int 
 
 
 
+// Decode items: one chunk for all the item's KV heads, streaming whole cache rows
+// (attention_decode_avx512.h).
+template <typename T>
+bool fast_chunk_heads(const BlockRows& br, int kvn, int rows_pad, const float* Qp_f,
+                      const T* const* krow, const T* const* vrow, int64_t hoff0, int64_t k0, int n,
+                      const T* zero_row, float* m, float* l, float* O, const NextRows<T>& next) {
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    if (!use_decode(br)) return false;
+    decode_chunk_heads(br, kvn, rows_pad, reinterpret_cast<const uint16_t*>(Qp_f),
+                       reinterpret_cast<const uint16_t* const*>(krow),
+                       reinterpret_cast<const uint16_t* const*>(vrow), hoff0, k0, n,
+                       reinterpret_cast<const uint16_t*>(zero_row), m, l, O,
+                       NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
+                                          reinterpret_cast<const uint16_t* const*>(next.v), next.n,
+                                          next.hoff, next.bytes});
+    return true;
+  }
+  return false;
+}
+
 template <typename T>
 void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* const* krow,
                 const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Kf,
@@ -256,17 +276,6 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
                 float* Pp_f, const T* zero_row, float* m, float* l, float* OT,
                 const NextRows<T>& next) {
   if constexpr (std::is_same_v<T, bf16_t>) {
-    if (use_decode(br)) {
-      decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
-                   reinterpret_cast<const uint16_t* const*>(krow),
-                   reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
-                   reinterpret_cast<uint32_t*>(Pp_f), reinterpret_cast<const uint16_t*>(zero_row),
-                   m, l, OT,
-                   NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
-                                      reinterpret_cast<const uint16_t* const*>(next.v), next.n,
-                                      next.hoff, next.bytes});
-      return;
-    }
     if (use_amx(br)) {
       const uint16_t* kp[kKeyChunk];
       const uint16_t* vp[kKeyChunk];
