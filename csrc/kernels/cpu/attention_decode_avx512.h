@@ -36,7 +36,6 @@ inline __m512 reduce16(__m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
 }
 
-// S[r][j] = scale * q_r . k_j for the n keys of the chunk (S row stride kKeyChunk).
 // Prefetches the next chunk's rows a few keys at a time, spread over the chunk's work: a burst
 // of thousands of prefetches would hold up the computation behind it.
 struct PrefetchCursor {
@@ -54,25 +53,6 @@ struct PrefetchCursor {
     }
   }
 };
-
-inline void decode_scores(const uint16_t* q, int D, const uint16_t* const* kp, int n, float scale,
-                          float* s, PrefetchCursor& pf, int pf_keys) {
-  for (int j0 = 0; j0 < n; j0 += 16) {
-    pf.step(pf_keys);
-    const uint16_t* k[16];
-#pragma GCC unroll 16
-    for (int kb = 0; kb < 16; ++kb) k[kb] = kp[j0 + kb < n ? j0 + kb : n];
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int kb = 0; kb < 16; ++kb) acc[kb] = _mm512_setzero_ps();
-    for (int c = 0; c < D; c += 32) {
-      const __m512i qv = _mm512_loadu_si512(q + c);
-#pragma GCC unroll 16
-      for (int kb = 0; kb < 16; ++kb) acc[kb] = dp_bf16(acc[kb], _mm512_loadu_si512(k[kb] + c), qv);
-    }
-    _mm512_storeu_ps(s + j0, _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(scale)));
-  }
-}
 
 // O[r][32 c ...] += sum over key pairs of P pair . V pair, for CP chunks of 32 d starting at c0.
 template <int R, int CP>
@@ -164,11 +144,14 @@ inline void decode_softmax_row(const float* s, int n, int jlo, int jhi, uint32_t
   m = m_new;
 }
 
-// One chunk of n keys for all kvn KV heads of a decode item. The cache row of a key holds every
-// KV head side by side ([block_size, Hkv, D] per block), so the loops run over 16-key groups
-// (one cache block when aligned) outside and heads inside: each group's K (then V) rows are
-// read back to back as one contiguous stretch (kvn * D * 2 bytes per key), the pattern the
-// hardware prefetchers and DRAM pages like, instead of kvn strided passes of D * 2 bytes.
+// One chunk of n keys for kvn KV heads of a decode item (kvn * rows <= 64). The cache row of a
+// key holds every KV head side by side ([block_size, Hkv, D] per block), so the loops run over
+// 16-key groups (one cache block when aligned) outside and heads inside: each group's K (then V)
+// rows are consumed back to back as one contiguous stretch (kvn * D * 2 bytes per key) while
+// they are in L1, instead of kvn passes over the chunk, each reading D * 2 of every 2 KiB.
+// (Measured, 32 x 2,048 keys from DRAM, one thread: 6.4 -> 8.4 GB/s per CPU-second.) The next
+// chunk's whole rows are software-prefetched, spread over the work; without that prefetch the
+// kernel drops back to ~6.4 GB/s (the hardware prefetchers do not cover the random blocks).
 // Per head gi: query Qb + gi * qstride (bf16 [rows, D]), state m, l + gi * rows_pad,
 // O + gi * rows_pad * D (packed d order). krow/vrow: rows of head 0 of the cache; hoff0: the
 // item's first head offset. next: the next chunk (whole rows of the item's heads) to prefetch.
