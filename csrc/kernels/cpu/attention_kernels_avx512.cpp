@@ -2,6 +2,7 @@
 // AVX-512 F/BW/VL/DQ/BF16 flags; entered only when active_isa() says the CPU has them.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -249,6 +250,36 @@ void pv_rows(const uint32_t* Pp, int rows_pad, int rv0, const uint32_t* Vp, int 
 
 
 
+// Decode items: one chunk for all the item's KV heads, streaming whole cache rows
+// (attention_decode_avx512.h).
+template <typename T>
+bool fast_chunk_heads(const BlockRows& br, int kvn, int rows_pad, const float* Qp_f,
+                      const T* const* krow, const T* const* vrow, int64_t hoff0, int64_t k0, int n,
+                      const T* zero_row, float* m, float* l, float* O, const NextRows<T>& next) {
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    if (!use_decode(br)) return false;
+    // At most 64 rows per call (its score buffers); plan_paged_attention already keeps
+    // kvn * rows <= 64 for decode items, so this loop runs once.
+    const int step = std::max(1, 64 / br.rows);
+    const int D = br.D;
+    for (int h0 = 0; h0 < kvn; h0 += step) {
+      const int cnt = std::min(step, kvn - h0);
+      const int64_t so = static_cast<int64_t>(h0) * rows_pad;
+      decode_chunk_heads(br, cnt, rows_pad, reinterpret_cast<const uint16_t*>(Qp_f + so * D / 2),
+                         reinterpret_cast<const uint16_t* const*>(krow),
+                         reinterpret_cast<const uint16_t* const*>(vrow),
+                         hoff0 + static_cast<int64_t>(h0) * D, k0, n,
+                         reinterpret_cast<const uint16_t*>(zero_row), m + so, l + so, O + so * D,
+                         NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
+                                            reinterpret_cast<const uint16_t* const*>(next.v),
+                                            next.n, next.hoff + static_cast<int64_t>(h0) * D,
+                                            static_cast<int64_t>(cnt) * D * 2});
+    }
+    return true;
+  }
+  return false;
+}
+
 template <typename T>
 void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* const* krow,
                 const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Kf,
@@ -256,17 +287,6 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
                 float* Pp_f, const T* zero_row, float* m, float* l, float* OT,
                 const NextRows<T>& next) {
   if constexpr (std::is_same_v<T, bf16_t>) {
-    if (use_decode(br)) {
-      decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
-                   reinterpret_cast<const uint16_t* const*>(krow),
-                   reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
-                   reinterpret_cast<uint32_t*>(Pp_f), reinterpret_cast<const uint16_t*>(zero_row),
-                   m, l, OT,
-                   NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
-                                      reinterpret_cast<const uint16_t* const*>(next.v), next.n,
-                                      next.hoff, next.bytes});
-      return;
-    }
     if (use_amx(br)) {
       const uint16_t* kp[kKeyChunk];
       const uint16_t* vp[kKeyChunk];
