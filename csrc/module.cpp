@@ -1,8 +1,11 @@
 // pagedinfer._C: loading it registers the ops (torch_bindings.cpp); the module itself exposes
 // what this build contains and what the running CPU offers.
+#include <ATen/Parallel.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <mutex>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -45,6 +48,19 @@ void set_cpu_isa(const std::string& name) {
   else throw std::invalid_argument("set_cpu_isa: expected scalar, avx2, avx512 or best, got '" + name + "'");
 }
 
+// How many threads at::parallel_for really uses from this library's code. It is an inline template
+// around `#pragma omp parallel`, so a build without OpenMP flags silently runs it on one thread.
+int parallel_for_threads() {
+  std::set<int> seen;
+  std::mutex mutex;
+  const int64_t n = at::get_num_threads();
+  at::parallel_for(0, n, 1, [&](int64_t, int64_t) {
+    std::lock_guard<std::mutex> lock(mutex);
+    seen.insert(at::get_thread_num());
+  });
+  return static_cast<int>(seen.size());
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -53,5 +69,7 @@ PYBIND11_MODULE(_C, m) {
   m.def("set_cpu_isa", &set_cpu_isa, py::arg("name"),
         "Caps the CPU ISA the kernels use: scalar, avx2, avx512 or best (tests use it)");
   pagedinfer::ops::register_cuda_layout_selftest(m);
+  m.def("parallel_for_threads", &parallel_for_threads,
+        "Number of threads at::parallel_for uses inside the extension (tests check it)");
   m.def("cpu_isa", [] { return std::string(pagedinfer::cpu::isa_name(pagedinfer::cpu::active_isa())); });
 }

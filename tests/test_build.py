@@ -45,3 +45,14 @@ def test_cuda_build_without_nvcc_fails_clearly(tmp_path):
                           cwd=root, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "PAGEDINFER_CUDA=1 but no nvcc was found: set CUDA_HOME" in proc.stderr + proc.stdout
+
+
+def test_parallel_for_uses_every_thread():
+    """at::parallel_for inside the extension must really run on torch's threads (it needs the
+    extension compiled with OpenMP; without it every CPU kernel silently runs single-threaded)."""
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert pagedinfer._C.parallel_for_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
