@@ -3,6 +3,7 @@
 // know what each op writes. Fake (meta) implementations live in python/pagedinfer/ops.py.
 #include <torch/library.h>
 
+#include "ops/attention_ops.h"
 #include "ops/cache_ops.h"
 
 TORCH_LIBRARY(pagedinfer, m) {
@@ -11,12 +12,16 @@ TORCH_LIBRARY(pagedinfer, m) {
       "Tensor slot_mapping) -> ()");
   m.def("copy_blocks(Tensor(a!)[] key_caches, Tensor(b!)[] value_caches, Tensor block_mapping) -> ()");
   m.def("swap_blocks(Tensor src, Tensor(a!) dst, Tensor block_mapping) -> ()");
+  m.def(
+      "paged_attention(Tensor query, Tensor key_cache, Tensor value_cache, Tensor query_start_loc, "
+      "Tensor seq_lens, Tensor block_tables, float scale, int sliding_window, Tensor(a!) out) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
   m.impl("reshape_and_cache", &pagedinfer::ops::reshape_and_cache_cpu);
   m.impl("copy_blocks", &pagedinfer::ops::copy_blocks_cpu);
   m.impl("swap_blocks", &pagedinfer::ops::swap_blocks_cpu);
+  m.impl("paged_attention", &pagedinfer::ops::paged_attention_cpu);
 }
 
 #ifdef PAGEDINFER_WITH_CUDA

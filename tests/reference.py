@@ -27,3 +27,39 @@ def copy_blocks(key_caches, value_caches, block_mapping) -> None:
 def swap_blocks(src, dst, block_mapping) -> None:
     for s, d in block_mapping.tolist():
         dst[d] = src[s].to(dst.device)
+
+
+# ---- paged attention ---------------------------------------------------------------------------
+
+def paged_attention(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables,
+                    scale=None, sliding_window=None) -> torch.Tensor:
+    """query [T, Hq, D], caches [num_blocks, block_size, Hkv, D] -> out [T, Hq, D] in query's dtype.
+
+    Per sequence: gather its keys/values 0 .. seq_len-1 through block_tables, put its q_len
+    queries at positions seq_len-q_len .. seq_len-1, mask keys after each query (and, with a
+    sliding window W > 0, keys before position p-W+1), softmax in fp64.
+    """
+    T, Hq, D = query.shape
+    block_size, Hkv = key_cache.shape[1], key_cache.shape[2]
+    scale = D ** -0.5 if scale is None else scale
+    out = torch.zeros(T, Hq, D, dtype=torch.float64, device=query.device)
+    qsl = query_start_loc.tolist()
+    for i, seq_len in enumerate(seq_lens.tolist()):
+        q0, q1 = qsl[i], qsl[i + 1]
+        if q1 == q0:
+            continue
+        pos = torch.arange(seq_len, device=query.device)
+        blocks = block_tables[i].long()[pos // block_size]
+        k = key_cache[blocks, pos % block_size].double()  # [S, Hkv, D]
+        v = value_cache[blocks, pos % block_size].double()
+        k = k.repeat_interleave(Hq // Hkv, dim=1)  # [S, Hq, D]
+        v = v.repeat_interleave(Hq // Hkv, dim=1)
+        q = query[q0:q1].double()  # [q_len, Hq, D]
+        qpos = torch.arange(seq_len - (q1 - q0), seq_len, device=query.device)
+        allowed = pos[None, :] <= qpos[:, None]
+        if sliding_window is not None and sliding_window > 0:
+            allowed &= pos[None, :] > qpos[:, None] - sliding_window
+        scores = torch.einsum("qhd,khd->hqk", q, k) * scale
+        scores = scores.masked_fill(~allowed[None], float("-inf"))
+        out[q0:q1] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
+    return out.to(query.dtype)

@@ -7,6 +7,7 @@ Layouts (see DESIGN.md): a KV cache is a pair key_cache / value_cache of
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -65,4 +66,46 @@ def _(key_caches, value_caches, block_mapping):
 
 @torch.library.register_fake("pagedinfer::swap_blocks")
 def _(src, dst, block_mapping):
+    return None
+
+
+# ---- paged attention ------------------------------------------------------------------------------
+
+def paged_attention(
+    query: torch.Tensor,
+    key_cache: torch.Tensor,
+    value_cache: torch.Tensor,
+    query_start_loc: torch.Tensor,
+    seq_lens: torch.Tensor,
+    block_tables: torch.Tensor,
+    *,
+    scale: float | None = None,
+    sliding_window: int | None = None,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Causal attention of a flattened batch of queries over the paged KV cache.
+
+    query [T, Hq, D]; key_cache / value_cache [num_blocks, block_size, Hkv, D] (same dtype as
+    query: fp32, bf16 or fp16); query_start_loc int32 [B + 1] (0, cumulative query counts, T);
+    seq_lens int32 [B] (context length including this step's queries); block_tables int32
+    [B, max_blocks]. The q_len queries of sequence i sit at positions seq_lens[i] - q_len ...
+    seq_lens[i] - 1 and each attends to the keys at positions 0 ... its own (or, with
+    sliding_window W > 0, the last W of them). Decode, prefill, chunked prefill, prefix-cache hits
+    and speculative verification are all this one call; q_len 0 is allowed. Query head h reads KV
+    head h // (Hq // Hkv). scale defaults to 1 / sqrt(D). Returns out [T, Hq, D] (allocated when
+    None), in the query's dtype. Full semantics: csrc/kernels/cpu/attention_kernels.h.
+    """
+    if scale is None:
+        scale = 1.0 / math.sqrt(query.shape[-1])
+    if out is None:
+        out = torch.empty(query.shape, dtype=query.dtype, device=query.device)
+    window = 0 if sliding_window is None or sliding_window <= 0 else int(sliding_window)
+    _ops.paged_attention(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables,
+                         float(scale), window, out)
+    return out
+
+
+@torch.library.register_fake("pagedinfer::paged_attention")
+def _(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale,
+      sliding_window, out):
     return None
