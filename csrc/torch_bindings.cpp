@@ -5,6 +5,7 @@
 
 #include "ops/attention_ops.h"
 #include "ops/cache_ops.h"
+#include "ops/gemm_ops.h"
 
 TORCH_LIBRARY(pagedinfer, m) {
   m.def(
@@ -15,6 +16,11 @@ TORCH_LIBRARY(pagedinfer, m) {
   m.def(
       "paged_attention(Tensor query, Tensor key_cache, Tensor value_cache, Tensor query_start_loc, "
       "Tensor seq_lens, Tensor block_tables, float scale, int sliding_window, Tensor(a!) out) -> ()");
+  // Weight-only GEMM (csrc/ops/gemm_ops.h): y = x @ W^T + bias, y in x's dtype.
+  m.def(
+      "int4_linear(Tensor x, Tensor qweight, Tensor scale, Tensor min, int group_size, "
+      "Tensor? bias=None) -> Tensor");
+  m.def("int8_linear(Tensor x, Tensor qweight, Tensor scale, int group_size, Tensor? bias=None) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
@@ -22,6 +28,8 @@ TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
   m.impl("copy_blocks", &pagedinfer::ops::copy_blocks_cpu);
   m.impl("swap_blocks", &pagedinfer::ops::swap_blocks_cpu);
   m.impl("paged_attention", &pagedinfer::ops::paged_attention_cpu);
+  m.impl("int4_linear", &pagedinfer::ops::int4_linear_cpu);
+  m.impl("int8_linear", &pagedinfer::ops::int8_linear_cpu);
 }
 
 #ifdef PAGEDINFER_WITH_CUDA

@@ -109,3 +109,33 @@ def paged_attention(
 def _(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale,
       sliding_window, out):
     return None
+
+# ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
+# The torch ops take the packed tensors (layouts: pagedinfer/quant.py and
+# csrc/kernels/cpu/gemm_kernels.h); these wrappers take the weight objects.
+
+def int4_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ weight.dequantize().T + bias for x [..., K] (fp32 / bf16 / fp16) and a
+    pagedinfer.quant.Int4Weight of shape (N, K); y is [..., N] in x's dtype."""
+    return _ops.int4_linear(x, weight.qweight, weight.scale, weight.min, weight.group_size, bias)
+
+
+def int8_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """y = x @ weight.dequantize().T + bias for x [..., K] and a pagedinfer.quant.Int8Weight."""
+    return _ops.int8_linear(x, weight.qweight, weight.scale, weight.group_size, bias)
+
+
+def _linear_fake(x, n, k, group_size):
+    torch._check(group_size in (32, 64, 128), lambda: f"group_size must be 32, 64 or 128, got {group_size}")
+    torch._check(x.dim() >= 1 and x.shape[-1] == k, lambda: f"x.size(-1) must be K={k}, got {x.shape}")
+    return x.new_empty((*x.shape[:-1], n))
+
+
+@torch.library.register_fake("pagedinfer::int4_linear")
+def _(x, qweight, scale, min, group_size, bias=None):
+    return _linear_fake(x, qweight.shape[0], scale.shape[1] * group_size, group_size)
+
+
+@torch.library.register_fake("pagedinfer::int8_linear")
+def _(x, qweight, scale, group_size, bias=None):
+    return _linear_fake(x, qweight.shape[0], scale.shape[1] * group_size, group_size)

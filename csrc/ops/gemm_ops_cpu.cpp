@@ -1,0 +1,171 @@
+// CPU adapters for int4_linear / int8_linear: checks, then one of two strategies.
+//
+// Small M (decode): the GEMV kernels stream the packed weights once, dequantizing in registers;
+// rows of W are split over threads so every core streams.
+// Large M: compute-bound, and this CPU's AMX (via oneDNN in at::mm) multiplies bf16 several
+// times faster than any AVX-512 FMA loop. So each thread dequantizes a panel of W rows into an
+// L2-sized bf16 (or fp32) buffer with the SIMD dequantizer, then multiplies all M rows of x by it
+// with at::mm: the weights are read from memory once and dequantized once per call, and the
+// GEMM itself runs at oneDNN's speed. (Choice (b) of the design notes: it reaches the targets
+// without an AMX microkernel of our own.)
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+
+#include "kernels/cpu/cpu_features.h"
+#include "kernels/cpu/gemm_kernels.h"
+#include "ops/checks.h"
+#include "ops/gemm_ops.h"
+
+namespace pagedinfer::ops {
+namespace {
+
+// At or below this many rows of x, the GEMV kernels win (measured: bench gemm).
+constexpr int64_t kGemvMaxM = 4;
+// Weight bytes per GEMV task, so small layers are not split into tasks dearer than their work.
+constexpr int64_t kGemvGrainBytes = int64_t{48} << 10;
+// Dequantized panel size: fits L2 next to the activations and oneDNN's packing buffers.
+constexpr int64_t kPanelBytes = int64_t{512} << 10;
+
+cpu::DType dtype_of(at::ScalarType s) {
+  switch (s) {
+    case at::kBFloat16: return cpu::DType::kBF16;
+    case at::kHalf: return cpu::DType::kF16;
+    default: return cpu::DType::kF32;
+  }
+}
+
+void check_group_size(int64_t g, const char* op) {
+  TORCH_CHECK_VALUE(g == 32 || g == 64 || g == 128, op, ": group_size must be 32, 64 or 128, got ", g);
+}
+
+// Shared checks of x and bias; returns K.
+void check_x_bias(const at::Tensor& x, const std::optional<at::Tensor>& bias, int64_t N, int64_t K,
+                  const char* op) {
+  check_defined(x, op, "x");
+  check_device_type(x, op, "x", c10::DeviceType::CPU);
+  check_dtype(x, op, "x", {at::kFloat, at::kBFloat16, at::kHalf});
+  TORCH_CHECK_VALUE(x.dim() >= 1, op, ": x must have at least 1 dim [..., K], got a scalar");
+  TORCH_CHECK_VALUE(x.size(-1) == K, op, ": x.size(-1) (K, in_features) must be ", K,
+                    " (scale.size(1) * group_size), got ", x.size(-1), " (shape ", shape_str(x), ")");
+  if (bias.has_value() && bias->defined()) {
+    check_device_type(*bias, op, "bias", c10::DeviceType::CPU);
+    check_dtype(*bias, op, "bias", {at::kFloat, at::kBFloat16, at::kHalf});
+    check_dim(*bias, op, "bias", 1, "[N]");
+    check_size(*bias, op, "bias", 0, N, "N, out_features");
+  }
+}
+
+void check_scale(const at::Tensor& t, const char* op, const char* name, int64_t N) {
+  check_dim(t, op, name, 2, "[N, K / group_size]");
+  check_device_type(t, op, name, c10::DeviceType::CPU);
+  check_dtype(t, op, name, {at::kHalf});
+  check_contiguous(t, op, name);
+  check_size(t, op, name, 0, N, "N, out_features");
+}
+
+template <class Gemv, class Dequant>
+at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t group_size,
+                       int64_t weight_row_bytes, const std::optional<at::Tensor>& bias_in,
+                       Gemv gemv, Dequant dequant) {
+  auto out_sizes = x_in.sizes().vec();
+  out_sizes.back() = N;
+  at::Tensor x = x_in.reshape({-1, K});
+  const int64_t M = x.size(0);
+  if (M == 0 || N == 0) return at::zeros(out_sizes, x_in.options());
+  at::Tensor bias;
+  if (bias_in.has_value() && bias_in->defined()) bias = bias_in->to(at::kFloat).contiguous();
+
+  if (M <= kGemvMaxM) {
+    if (x.stride(1) != 1) x = x.contiguous();
+    const int64_t groups = K / group_size;
+    at::Tensor x32 = at::empty({M, K}, x.options().dtype(at::kFloat));
+    at::Tensor x_hi = at::empty({M, K}, x.options().dtype(at::kBFloat16));
+    at::Tensor x_lo;
+    if (x.scalar_type() != at::kBFloat16) x_lo = at::empty({M, K}, x.options().dtype(at::kBFloat16));
+    at::Tensor x_sum = at::empty({M, groups}, x.options().dtype(at::kFloat));
+    cpu::PreparedX px{x32.data_ptr<float>(), static_cast<uint16_t*>(x_hi.data_ptr()),
+                      x_lo.defined() ? static_cast<uint16_t*>(x_lo.data_ptr()) : nullptr,
+                      x_sum.data_ptr<float>(), M, K, group_size};
+    cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
+    at::Tensor out = at::empty({M, N}, x.options());
+    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / std::max<int64_t>(1, weight_row_bytes));
+    at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
+      gemv(px, b, out.data_ptr(), dtype_of(out.scalar_type()), N, n0, n1);
+    });
+    return out.view(out_sizes);
+  }
+
+  const at::ScalarType compute = x.scalar_type() == at::kBFloat16 ? at::kBFloat16 : at::kFloat;
+  const at::Tensor xc = x.to(compute).contiguous();
+  at::Tensor out = at::empty({M, N}, xc.options());
+  const int64_t elem = at::elementSize(compute);
+  int64_t panel = std::max<int64_t>(16, kPanelBytes / (K * elem) / 16 * 16);
+  panel = std::min(panel, N);
+  const int64_t num_panels = (N + panel - 1) / panel;
+  at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
+    at::Tensor buf = at::empty({panel, K}, xc.options());
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t n0 = p * panel, rows = std::min(panel, N - n0);
+      dequant(n0, n0 + rows, buf.data_ptr(), dtype_of(compute));
+      at::Tensor dst = out.narrow(1, n0, rows);
+      at::mm_out(dst, xc, buf.narrow(0, 0, rows).t());
+    }
+  });
+  if (bias.defined()) out.add_(bias);
+  return out.to(x_in.scalar_type()).view(out_sizes);
+}
+
+}  // namespace
+
+at::Tensor int4_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale,
+                           const at::Tensor& min, int64_t group_size,
+                           const std::optional<at::Tensor>& bias) {
+  const char* op = "int4_linear";
+  check_group_size(group_size, op);
+  check_dim(qweight, op, "qweight", 2, "[N, ceil(K / 64) * 32]");
+  check_device_type(qweight, op, "qweight", c10::DeviceType::CPU);
+  check_dtype(qweight, op, "qweight", {at::kByte});
+  check_contiguous(qweight, op, "qweight");
+  const int64_t N = qweight.size(0);
+  check_scale(scale, op, "scale", N);
+  check_scale(min, op, "min", N);
+  check_size(min, op, "min", 1, scale.size(1), "K / group_size, as scale");
+  const int64_t K = scale.size(1) * group_size;
+  check_size(qweight, op, "qweight", 1, cpu::int4_row_bytes(K), "ceil(K / 64) * 32 packed bytes");
+  check_x_bias(x, bias, N, K, op);
+
+  cpu::Int4Args w{qweight.data_ptr<uint8_t>(), static_cast<const uint16_t*>(scale.data_ptr()),
+                  static_cast<const uint16_t*>(min.data_ptr()), N, K, group_size};
+  return linear_impl(
+      x, N, K, group_size, cpu::int4_row_bytes(K), bias,
+      [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
+          int64_t n0, int64_t n1) { cpu::int4_gemv(w, px, b, out, dt, ldo, n0, n1); },
+      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); });
+}
+
+at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale,
+                           int64_t group_size, const std::optional<at::Tensor>& bias) {
+  const char* op = "int8_linear";
+  check_group_size(group_size, op);
+  check_dim(qweight, op, "qweight", 2, "[N, K]");
+  check_device_type(qweight, op, "qweight", c10::DeviceType::CPU);
+  check_dtype(qweight, op, "qweight", {at::kChar});
+  check_contiguous(qweight, op, "qweight");
+  const int64_t N = qweight.size(0);
+  check_scale(scale, op, "scale", N);
+  const int64_t K = scale.size(1) * group_size;
+  check_size(qweight, op, "qweight", 1, K, "K = scale.size(1) * group_size");
+  check_x_bias(x, bias, N, K, op);
+
+  cpu::Int8Args w{qweight.data_ptr<int8_t>(), static_cast<const uint16_t*>(scale.data_ptr()), N, K,
+                  group_size};
+  return linear_impl(
+      x, N, K, group_size, K, bias,
+      [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
+          int64_t n0, int64_t n1) { cpu::int8_gemv(w, px, b, out, dt, ldo, n0, n1); },
+      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); });
+}
+
+}  // namespace pagedinfer::ops
