@@ -33,7 +33,6 @@ DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _QUANT_TYPES = {"Q4_0": "int4", "Q4_1": "int4", "Q8_0": "int8"}
 _FLOAT_TYPES = ("F32", "F16", "BF16")
 _GROUP_SIZE = 32
-_TMP_DTYPE = [torch.float32]
 
 
 def default_model_path() -> str:
@@ -79,7 +78,6 @@ def read_gguf(path: str):
 def load_gguf(path: str, dtype: torch.dtype, max_positions: int | None = None,
               progress: bool = True) -> LlamaModel:
     reader, fields = read_gguf(path)
-    _TMP_DTYPE[0] = dtype
     tensors = {t.name: t for t in reader.tensors}
     config = ModelConfig.from_gguf(fields, set(tensors))
     permute = config.architecture in ("llama", "mistral")
@@ -152,13 +150,13 @@ def _gguf_float(data: np.ndarray, kind: str, shape: tuple, dtype: torch.dtype) -
 
 
 def _gguf_quantized(data: np.ndarray, kind: str, shape: tuple):
-    try:  # TEMP until the gemm branch lands
-        from pagedinfer.quant import Int4Weight, Int8Weight
-    except ImportError:
-        return _gguf_float(data, kind, shape, _TMP_DTYPE[0])
+    """data: the raw GGUF blocks, uint8 [N, bytes per row]; shape (N, K)."""
+    import gguf
+
+    from pagedinfer.quant import Int4Weight, Int8Weight
 
     cls = Int4Weight if _QUANT_TYPES[kind] == "int4" else Int8Weight
-    return cls.from_gguf(np.ascontiguousarray(data), kind, shape)
+    return cls.from_gguf(data, int(gguf.GGMLQuantizationType[kind]), (shape[1], shape[0]))
 
 
 # ---- HF safetensors folders -------------------------------------------------------------------

@@ -6,16 +6,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-import pagedinfer.ops as ops
 from pagedinfer.engine.sampler import Sampler
 from pagedinfer.engine.scheduler import ScheduledBatch
 from pagedinfer.models.config import ModelConfig
 from pagedinfer.models.layers import AttentionMetadata
-
-if not hasattr(ops, "paged_attention"):  # TEMP until the attn branch lands
-    from pagedinfer.models._tmp_attention import paged_attention as _pa
-
-    ops.paged_attention = _pa
 
 
 def kv_bytes_per_block(config: ModelConfig, block_size: int, dtype: torch.dtype) -> int:
