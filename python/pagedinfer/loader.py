@@ -47,15 +47,19 @@ def default_model_path() -> str:
 
 def load_model(model: str | None, dtype: torch.dtype, max_positions: int | None = None,
                quantization: str | None = None, progress: bool = True):
-    """model: a .gguf file, an HF folder, or None (the default model). Returns (LlamaModel, path)."""
+    """model: a .gguf file, an HF folder, or None (the default model). Returns (LlamaModel, path).
+    quantization: None keeps a GGUF file's own types; "float" dequantizes every weight to dtype
+    (a float target for speculative int4-self); "int4" / "int8" quantize an HF folder on load."""
     path = default_model_path() if model is None else os.path.expanduser(model)
     if not os.path.exists(path):
         raise FileNotFoundError(f"model {path!r} does not exist")
     if os.path.isdir(path):
-        return load_hf_folder(path, dtype, max_positions, quantization, progress), path
-    if quantization is not None:
-        raise ValueError("quantization= applies to HF folders; a GGUF file keeps its own types")
-    return load_gguf(path, dtype, max_positions, progress), path
+        hf_quant = None if quantization == "float" else quantization
+        return load_hf_folder(path, dtype, max_positions, hf_quant, progress), path
+    if quantization not in (None, "float"):
+        raise ValueError(f"quantization={quantization!r} applies to HF folders; a GGUF file keeps "
+                         f"its own types, or is dequantized with quantization='float'")
+    return load_gguf(path, dtype, max_positions, progress, dequantize=quantization == "float"), path
 
 
 # ---- GGUF -----------------------------------------------------------------------------------------
@@ -76,7 +80,8 @@ def read_gguf(path: str):
 
 
 def load_gguf(path: str, dtype: torch.dtype, max_positions: int | None = None,
-              progress: bool = True) -> LlamaModel:
+              progress: bool = True, dequantize: bool = False) -> LlamaModel:
+    """dequantize: quantized tensors become float tensors in dtype instead of Int4/Int8Weight."""
     reader, fields = read_gguf(path)
     tensors = {t.name: t for t in reader.tensors}
     config = ModelConfig.from_gguf(fields, set(tensors))
@@ -107,7 +112,7 @@ def load_gguf(path: str, dtype: torch.dtype, max_positions: int | None = None,
         kinds = {p[1] for p in parts}
         data = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
         shape = (sum(p[2][0] for p in parts), parts[0][2][1])
-        if len(kinds) == 1 and parts[0][1] in _QUANT_TYPES:
+        if len(kinds) == 1 and parts[0][1] in _QUANT_TYPES and not dequantize:
             return _gguf_quantized(data, parts[0][1], shape)
         # Mixed types in one fused group (rare): fall back to float for that group.
         return torch.cat([_gguf_float(*p, dtype) for p in parts])

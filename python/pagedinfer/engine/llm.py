@@ -40,8 +40,12 @@ class LLM:
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,
                  max_model_len: int | None = None, enable_prefix_caching: bool = True,
                  device: str = "cpu", seed: int = 0, quantization: str | None = None,
-                 progress: bool = True):
+                 progress: bool = True, speculative: dict | None = None):
         from pagedinfer.loader import load_model, load_tokenizer
+        from pagedinfer.engine.speculative import SpeculativeConfig
+
+        # speculative=dict(method="draft" | "int4-self" | "ngram", model=..., num_speculative_tokens=k)
+        spec_config = None if speculative is None else SpeculativeConfig.from_dict(speculative)
 
         self.dtype = _DTYPES.get(dtype, dtype) if isinstance(dtype, str) else dtype
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
@@ -66,6 +70,11 @@ class LLM:
                                    self.max_model_len, tuple(eos))
         self.runner = ModelRunner(self.model, num_blocks, block_size, self.device, seed)
         self._ids = itertools.count()
+        self.spec_decoder = None
+        if spec_config is not None:  # after the runner: the decoder drives it (spec_runner.py)
+            from pagedinfer.engine.spec_runner import build_spec_decoder
+
+            self.spec_decoder = build_spec_decoder(self, spec_config, progress)
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(self, prompt: str | list[int], params: SamplingParams | None = None,
@@ -107,6 +116,8 @@ class LLM:
     # ---- the engine step ------------------------------------------------------------------------
     def step(self) -> list[Sequence]:
         """Runs one step; returns the sequences that received a token."""
+        if self.spec_decoder is not None:
+            return self.spec_decoder.step()
         batch = self.scheduler.schedule()
         if not batch.seqs:
             raise RuntimeError("LLM.step: nothing could be scheduled (pool too small?)")
