@@ -83,9 +83,10 @@ class DraftModelProposer:
     @torch.inference_mode()
     def propose(self, seqs, num_tokens, generators):
         bm = self.block_manager
-        active, want = [], []
-        for seq, k in zip(seqs, num_tokens):
+        active, want, gens = [], [], {}
+        for seq, k, gen in zip(seqs, num_tokens, generators):
             shadow = self._shadow(seq)
+            gens[id(shadow)] = gen
             shadow.token_ids = list(seq.token_ids)
             # k forwards compute KV up to position num_tokens - 1 + k - 1 (the last draft's KV
             # is never needed: it is fed at the next round if accepted).
@@ -95,7 +96,6 @@ class DraftModelProposer:
                 want.append(k)
         drafts = {id(s): [] for s in active}
         probs: dict[int, list[torch.Tensor]] = {id(s): [] for s in active}
-        gens = {id(self._shadow(s)): g for s, g in zip(seqs, generators)}
         step = 0
         while active:
             batch = ScheduledBatch(list(active), [s.num_tokens - s.num_computed_tokens for s in active])
