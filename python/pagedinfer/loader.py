@@ -151,7 +151,7 @@ def _gguf_float(data: np.ndarray, kind: str, shape: tuple, dtype: torch.dtype) -
     elif kind == "BF16":
         data = data.view(np.uint16).astype(np.uint32) << 16
         data = data.view(np.float32)
-    return torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)).reshape(shape).to(dtype)
+    return torch.from_numpy(np.array(data, dtype=np.float32)).reshape(shape).to(dtype)
 
 
 def _gguf_quantized(data: np.ndarray, kind: str, shape: tuple):

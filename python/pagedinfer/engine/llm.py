@@ -32,10 +32,12 @@ def parse_bytes(value: int | str) -> int:
 
 
 class LLM:
-    """LLM(model=None) loads the default model (SmolLM2-135M-Instruct Q4_1) or a .gguf file or
-    an HF folder. dtype: activation and KV-cache dtype. kv_cache_memory sizes the block pool."""
+    """LLM(model=None) loads the default model (SmolLM2-135M-Instruct Q4_1), a .gguf file, an HF
+    folder, or takes a loaded LlamaModel (then tokenizer= is required: a path or a tokenizer).
+    dtype: activation and KV-cache dtype. kv_cache_memory sizes the block pool (bytes or "1GiB").
+    max_num_seqs / max_num_batched_tokens bound each step; max_model_len caps prompt + output."""
 
-    def __init__(self, model: str | None = None, dtype: str | torch.dtype = "float32",
+    def __init__(self, model=None, dtype: str | torch.dtype = "float32", tokenizer=None,
                  kv_cache_memory: int | str = "1GiB", block_size: int = 16,
                  max_num_seqs: int = 64, max_num_batched_tokens: int = 2048,
                  max_model_len: int | None = None, enable_prefix_caching: bool = True,
@@ -51,17 +53,27 @@ class LLM:
         if self.dtype not in (torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"LLM: dtype must be float32, bfloat16 or float16, got {dtype!r}")
         self.device = torch.device(device)
-        self.model, self.model_path = load_model(model, self.dtype, max_model_len, quantization,
-                                                 progress)
+        if model is None or isinstance(model, str):
+            self.model, self.model_path = load_model(model, self.dtype, max_model_len,
+                                                     quantization, progress)
+        else:  # an already loaded LlamaModel (tests, or several engines over one model)
+            self.model, self.model_path = model, None
+            if model.dtype != self.dtype:
+                raise ValueError(f"LLM: the model was loaded in {model.dtype}, dtype is {self.dtype}")
         self.config = self.model.config
-        self.tokenizer = load_tokenizer(self.model_path)
+        if tokenizer is None or isinstance(tokenizer, str):
+            if tokenizer is None and self.model_path is None:
+                raise ValueError("LLM: give tokenizer= with a preloaded model")
+            tokenizer = load_tokenizer(tokenizer or self.model_path)
+        self.tokenizer = tokenizer
         self._decode = self.tokenizer.backend_tokenizer.decode
         num_blocks = parse_bytes(kv_cache_memory) // kv_bytes_per_block(self.config, block_size,
                                                                          self.dtype)
         if num_blocks < 1:
             raise ValueError(f"LLM: kv_cache_memory={kv_cache_memory!r} holds no block of "
                              f"{kv_bytes_per_block(self.config, block_size, self.dtype)} bytes")
-        self.max_model_len = max_model_len or self.config.max_position_embeddings
+        self.max_model_len = min(max_model_len or self.config.max_position_embeddings,
+                                 self.model.cos.shape[0])  # the RoPE table's length
         eos = set(self.config.eos_token_ids)
         if self.tokenizer.eos_token_id is not None:
             eos.add(self.tokenizer.eos_token_id)
