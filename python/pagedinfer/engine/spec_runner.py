@@ -30,6 +30,9 @@ class SpecDecoder:
         self.config = config
         self.k = config.num_speculative_tokens
         self.proposer = proposer
+        self.reset_metrics()
+
+    def reset_metrics(self) -> None:
         self.num_verifications = 0  # verifications of at least one draft token
         self.num_draft_tokens = 0
         self.num_accepted_tokens = 0
@@ -158,7 +161,8 @@ def build_spec_decoder(llm, config: SpeculativeConfig, progress: bool = True) ->
         return SpecDecoder(llm, config, NgramProposer(config.prompt_lookup_min,
                                                       config.prompt_lookup_max))
     if config.method == "int4-self":
-        draft = int4_self_model(llm.model)
+        # On CPU the INT4 kernel is fastest with fp32 activations, whatever the target's dtype.
+        draft = int4_self_model(llm.model, torch.float32 if llm.device.type == "cpu" else None)
     else:
         if isinstance(config.model, str):
             from pagedinfer.loader import load_model
@@ -170,9 +174,6 @@ def build_spec_decoder(llm, config: SpeculativeConfig, progress: bool = True) ->
             raise ValueError(f"speculative: the draft model's vocabulary has "
                              f"{draft.config.vocab_size} tokens, the target's "
                              f"{llm.config.vocab_size}; they must be the same vocabulary")
-        if draft.dtype != llm.dtype:
-            raise ValueError(f"speculative: the draft model is in {draft.dtype}, the target in "
-                             f"{llm.dtype}")
         if draft.cos.shape[0] < llm.max_model_len:
             raise ValueError(f"speculative: the draft model's RoPE table covers "
                              f"{draft.cos.shape[0]} positions, max_model_len is {llm.max_model_len}")
