@@ -89,3 +89,38 @@ def rotary_embedding(positions, qk, cos, sin) -> None:
     x = qk.float()
     c, s = cos[positions][:, None, :], sin[positions][:, None, :]
     qk.copy_((x * c + torch.roll(x, x.shape[-1] // 2, -1) * s).to(qk.dtype))
+
+
+# ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
+# Unpacks the layouts of pagedinfer/quant.py independently of the package's own helpers.
+
+def unpack_int4(qweight: torch.Tensor, k: int) -> torch.Tensor:
+    """qweight uint8 [N, ceil(K/64)*32] -> q [N, K]: byte j of 64-chunk c holds k = 64c + j
+    (low nibble) and k = 64c + 32 + j (high nibble)."""
+    n = qweight.shape[0]
+    q = torch.zeros(n, qweight.shape[1] * 2, dtype=torch.int64)
+    for c in range(qweight.shape[1] // 32):
+        block = qweight[:, 32 * c:32 * (c + 1)].to(torch.int64)
+        q[:, 64 * c:64 * c + 32] = block & 0xF
+        q[:, 64 * c + 32:64 * c + 64] = block >> 4
+    return q[:, :k]
+
+
+def dequantize_int4(qweight, scale, min, group_size) -> torch.Tensor:
+    k = scale.shape[1] * group_size
+    q = unpack_int4(qweight, k).float()
+    return q * scale.float().repeat_interleave(group_size, 1) + min.float().repeat_interleave(group_size, 1)
+
+
+def dequantize_int8(qweight, scale, group_size) -> torch.Tensor:
+    return qweight.float() * scale.float().repeat_interleave(group_size, 1)
+
+
+def int4_linear(x, qweight, scale, min, group_size, bias=None) -> torch.Tensor:
+    y = x.float() @ dequantize_int4(qweight, scale, min, group_size).T
+    return (y if bias is None else y + bias.float()).to(x.dtype)
+
+
+def int8_linear(x, qweight, scale, group_size, bias=None) -> torch.Tensor:
+    y = x.float() @ dequantize_int8(qweight, scale, group_size).T
+    return (y if bias is None else y + bias.float()).to(x.dtype)
