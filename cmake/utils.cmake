@@ -74,7 +74,7 @@ function(pagedinfer_decide_cuda OUT)
 endfunction()
 
 # pagedinfer_add_isa_sources(LIST_VAR SOURCES ISA)
-#   Appends SOURCES to LIST_VAR compiled with the flags of ISA (AVX512 | AVX2) on x86-64, and
+#   Appends SOURCES to LIST_VAR compiled with the flags of ISA (AVX512 | AMX | AVX2) on x86-64, and
 #   records ISA in PAGEDINFER_CPU_ISAS; on other processors the files are left out (the scalar
 #   twins in the generic files serve there). The code in these files runs only after the run-time
 #   check in cpu_features.h, so the flags never leak into code that every CPU runs.
@@ -84,10 +84,12 @@ function(pagedinfer_add_isa_sources LIST_VAR SOURCES ISA)
   endif()
   if(ISA STREQUAL "AVX512")
     set(flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mavx512fp16 -mfma -mf16c -mavx2)
+  elseif(ISA STREQUAL "AMX")  # AVX-512 plus AMX tiles (BF16); callers check AMX at run time too
+    set(flags -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni -mavx512fp16 -mfma -mf16c -mavx2 -mamx-tile -mamx-bf16)
   elseif(ISA STREQUAL "AVX2")
     set(flags -mavx2 -mfma -mf16c)
   else()
-    message(FATAL_ERROR "pagedinfer_add_isa_sources: unknown ISA '${ISA}' (AVX512 or AVX2)")
+    message(FATAL_ERROR "pagedinfer_add_isa_sources: unknown ISA '${ISA}' (AVX512, AMX or AVX2)")
   endif()
   set_source_files_properties(${SOURCES} PROPERTIES COMPILE_OPTIONS "${flags}"
                               COMPILE_DEFINITIONS "PAGEDINFER_ISA_${ISA}=1")

@@ -63,3 +63,64 @@ def paged_attention(query, key_cache, value_cache, query_start_loc, seq_lens, bl
         scores = scores.masked_fill(~allowed[None], float("-inf"))
         out[q0:q1] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
     return out.to(query.dtype)
+
+
+# ---- fused per-layer ops ----------------------------------------------------------------------
+
+def fused_add_rms_norm(x, residual, weight, eps) -> None:
+    """residual += x (rounded to its dtype); x = normalized residual * weight, computed in fp32."""
+    residual.copy_((residual.float() + x.float()).to(residual.dtype))
+    r = residual.float()
+    x.copy_((r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype))
+
+
+def rms_norm(x, weight, eps):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)
+
+
+def silu_and_mul(x):
+    d = x.shape[-1] // 2
+    return (torch.nn.functional.silu(x[:, :d].float()) * x[:, d:].float()).to(x.dtype)
+
+
+def rotary_embedding(positions, qk, cos, sin) -> None:
+    """Half-split RoPE in place: qk = qk * cos[p] + roll(qk, D/2) * sin[p] (sin[:D/2] = -sin)."""
+    x = qk.float()
+    c, s = cos[positions][:, None, :], sin[positions][:, None, :]
+    qk.copy_((x * c + torch.roll(x, x.shape[-1] // 2, -1) * s).to(qk.dtype))
+
+
+# ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
+# Unpacks the layouts of pagedinfer/quant.py independently of the package's own helpers.
+
+def unpack_int4(qweight: torch.Tensor, k: int) -> torch.Tensor:
+    """qweight uint8 [N, ceil(K/64)*32] -> q [N, K]: byte j of 64-chunk c holds k = 64c + j
+    (low nibble) and k = 64c + 32 + j (high nibble)."""
+    n = qweight.shape[0]
+    q = torch.zeros(n, qweight.shape[1] * 2, dtype=torch.int64)
+    for c in range(qweight.shape[1] // 32):
+        block = qweight[:, 32 * c:32 * (c + 1)].to(torch.int64)
+        q[:, 64 * c:64 * c + 32] = block & 0xF
+        q[:, 64 * c + 32:64 * c + 64] = block >> 4
+    return q[:, :k]
+
+
+def dequantize_int4(qweight, scale, min, group_size) -> torch.Tensor:
+    k = scale.shape[1] * group_size
+    q = unpack_int4(qweight, k).float()
+    return q * scale.float().repeat_interleave(group_size, 1) + min.float().repeat_interleave(group_size, 1)
+
+
+def dequantize_int8(qweight, scale, group_size) -> torch.Tensor:
+    return qweight.float() * scale.float().repeat_interleave(group_size, 1)
+
+
+def int4_linear(x, qweight, scale, min, group_size, bias=None) -> torch.Tensor:
+    y = x.float() @ dequantize_int4(qweight, scale, min, group_size).T
+    return (y if bias is None else y + bias.float()).to(x.dtype)
+
+
+def int8_linear(x, qweight, scale, group_size, bias=None) -> torch.Tensor:
+    y = x.float() @ dequantize_int8(qweight, scale, group_size).T
+    return (y if bias is None else y + bias.float()).to(x.dtype)

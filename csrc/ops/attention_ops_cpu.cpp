@@ -3,6 +3,8 @@
 #include <ATen/Parallel.h>
 
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "kernels/cpu/attention_kernels.h"
 #include "ops/attention_ops.h"
@@ -64,6 +66,9 @@ void paged_attention_cpu(const at::Tensor& query_in, const at::Tensor& key_cache
   p.head_dim = query.size(2);
   p.scale = static_cast<float>(scale);
   p.sliding_window = sliding_window;
+  // PAGEDINFER_ATTN_AMX=0 keeps prefill tiles on the AVX-512 kernel (tests run both paths).
+  const char* amx_env = std::getenv("PAGEDINFER_ATTN_AMX");
+  p.allow_amx = amx_env == nullptr || std::strcmp(amx_env, "0") != 0;
   switch (query.scalar_type()) {
     case at::kFloat: p.dtype = cpu::AttnDtype::kF32; break;
     case at::kBFloat16: p.dtype = cpu::AttnDtype::kBF16; break;

@@ -1,16 +1,20 @@
-// CPU adapters for int4_linear / int8_linear: checks, then one of two strategies.
+// CPU adapters for int4_linear / int8_linear: checks, then one of three strategies.
 //
-// Small M (decode): the GEMV kernels stream the packed weights once, dequantizing in registers;
-// rows of W are split over threads so every core streams.
-// Large M: compute-bound, and this CPU's AMX (via oneDNN in at::mm) multiplies bf16 several
-// times faster than any AVX-512 FMA loop. So each thread dequantizes a panel of W rows into an
-// L2-sized bf16 (or fp32) buffer with the SIMD dequantizer, then multiplies all M rows of x by it
-// with at::mm: the weights are read from memory once and dequantized once per call, and the
-// GEMM itself runs at oneDNN's speed. (Choice (b) of the design notes: it reaches the targets
-// without an AMX microkernel of our own.)
+// Small M (decode, M <= 4): the GEMV kernels stream the packed weights once, dequantizing in
+// registers; rows of W are split over threads so every core streams.
+// Larger M with bf16 activations on a CPU with AMX: compute-bound, and AMX multiplies bf16 far
+// faster than any AVX-512 FMA loop (oneDNN's dense bf16 GEMM reaches ~2,280 GFLOP/s here). Our own
+// AMX kernel (gemm_kernels_amx.cpp) dequantizes 32-row blocks of W into bf16 tiles in L1/L2 and
+// reuses each block for all M rows, so the weights are read and dequantized once per call. We
+// first tried choice (b), dequantizing panels and calling at::mm on each: oneDNN's per-call cost
+// (~40 us for a 64 x 4096 panel, single thread) made it slower than dense bf16 at M = 16.
+// Otherwise (fp32 / fp16 activations, no AMX, or the ISA capped): each thread dequantizes a panel
+// of W rows into an L2-sized fp32 / bf16 buffer and multiplies all rows of x by it with at::mm
+// (dequantize once, reuse across M; fp32 keeps fp32 accuracy).
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <vector>
 
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm_kernels.h"
@@ -20,10 +24,12 @@
 namespace pagedinfer::ops {
 namespace {
 
-// At or below this many rows of x, the GEMV kernels win (measured: bench gemm).
+// At or below this many rows of x, the GEMV kernels win over dequantize + AMX (measured on
+// N = 256, K = 4096, one thread: int4 M = 3 99 us vs 110-135 us, M = 4 about even).
 constexpr int64_t kGemvMaxM = 4;
-// Weight bytes per GEMV task, so small layers are not split into tasks dearer than their work.
-constexpr int64_t kGemvGrainBytes = int64_t{48} << 10;
+// Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
+// dearer than their work: waking the second thread costs microseconds, more on a busy machine.
+constexpr int64_t kGemvGrainBytes = int64_t{128} << 10;
 // Dequantized panel size: fits L2 next to the activations and oneDNN's packing buffers.
 constexpr int64_t kPanelBytes = int64_t{512} << 10;
 
@@ -64,10 +70,25 @@ void check_scale(const at::Tensor& t, const char* op, const char* name, int64_t 
   check_size(t, op, name, 0, N, "N, out_features");
 }
 
-template <class Gemv, class Dequant>
+#ifdef PAGEDINFER_HAVE_AMX
+constexpr auto amx_pack = cpu::pack_x_vnni;
+#else
+void amx_pack(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*) {}
+#endif
+
+bool use_amx() {
+#ifdef PAGEDINFER_HAVE_AMX
+  const auto& f = cpu::cpu_features();
+  return cpu::active_isa() == cpu::Isa::kAvx512 && f.amx_tile && f.amx_bf16 && cpu::amx_available();
+#else
+  return false;
+#endif
+}
+
+template <class Gemv, class Dequant, class Amx>
 at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t group_size,
                        int64_t weight_row_bytes, const std::optional<at::Tensor>& bias_in,
-                       Gemv gemv, Dequant dequant) {
+                       Gemv gemv, Dequant dequant, Amx amx) {
   auto out_sizes = x_in.sizes().vec();
   out_sizes.back() = N;
   at::Tensor x = x_in.reshape({-1, K});
@@ -79,20 +100,41 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   if (M <= kGemvMaxM) {
     if (x.stride(1) != 1) x = x.contiguous();
     const int64_t groups = K / group_size;
-    at::Tensor x32 = at::empty({M, K}, x.options().dtype(at::kFloat));
-    at::Tensor x_hi = at::empty({M, K}, x.options().dtype(at::kBFloat16));
-    at::Tensor x_lo;
-    if (x.scalar_type() != at::kBFloat16) x_lo = at::empty({M, K}, x.options().dtype(at::kBFloat16));
-    at::Tensor x_sum = at::empty({M, groups}, x.options().dtype(at::kFloat));
-    cpu::PreparedX px{x32.data_ptr<float>(), static_cast<uint16_t*>(x_hi.data_ptr()),
-                      x_lo.defined() ? static_cast<uint16_t*>(x_lo.data_ptr()) : nullptr,
-                      x_sum.data_ptr<float>(), M, K, group_size};
+    // Prepared activations in a per-thread scratch kept across calls (decode calls are small
+    // and frequent; four allocations each were a measurable share of a 576 x 576 layer).
+    thread_local std::vector<float> scratch;
+    const int64_t floats = M * K + M * K / 2 * 2 + M * groups + 64;
+    if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
+    float* x32 = scratch.data();
+    auto* x_hi = reinterpret_cast<uint16_t*>(x32 + M * K);
+    uint16_t* x_lo = x.scalar_type() != at::kBFloat16 ? x_hi + M * K : nullptr;
+    float* x_sum = x32 + M * K + M * K;  // after x_hi and x_lo (M * K bf16 each)
+    cpu::PreparedX px{x32, x_hi, x_lo, x_sum, M, K, group_size};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / std::max<int64_t>(1, weight_row_bytes));
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
       gemv(px, b, out.data_ptr(), dtype_of(out.scalar_type()), N, n0, n1);
+    });
+    return out.view(out_sizes);
+  }
+
+  if (x.scalar_type() == at::kBFloat16 && use_amx()) {
+    // AMX: pack x once (VNNI pairs of K for 16-row blocks), then 32-row blocks of W per task.
+    // The packer reads K pairs as dwords: rows must start at even elements.
+    if (x.stride(1) != 1 || x.stride(0) % 2 != 0 || x.stride(0) > (int64_t{1} << 26)) x = x.contiguous();
+    const int64_t mblocks = (M + 15) / 16;
+    at::Tensor x_vnni = at::empty({mblocks * 16 * K}, x.options());
+    auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());
+    const auto* xp = static_cast<const uint16_t*>(x.data_ptr());
+    at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) {
+      amx_pack(xp, x.stride(0), M, K, b0, b1, xv);
+    });
+    at::Tensor out = at::empty({M, N}, x.options());
+    const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
+    at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t nb0, int64_t nb1) {
+      amx(xv, M, b, out.data_ptr(), cpu::DType::kBF16, N, nb0 * 32, std::min(nb1 * 32, N));
     });
     return out.view(out_sizes);
   }
@@ -105,7 +147,11 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   panel = std::min(panel, N);
   const int64_t num_panels = (N + panel - 1) / panel;
   at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
-    at::Tensor buf = at::empty({panel, K}, xc.options());
+    // One panel buffer per thread, kept across calls: a fresh 512 KiB allocation is a fresh
+    // mmap whose pages the kernel must zero on first touch, which cost more than the GEMM.
+    thread_local std::vector<char> storage;
+    storage.resize(static_cast<size_t>(panel * K * elem));
+    at::Tensor buf = at::from_blob(storage.data(), {panel, K}, xc.options());
     for (int64_t p = p0; p < p1; ++p) {
       const int64_t n0 = p * panel, rows = std::min(panel, N - n0);
       dequant(n0, n0 + rows, buf.data_ptr(), dtype_of(compute));
@@ -142,7 +188,13 @@ at::Tensor int4_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
       x, N, K, group_size, cpu::int4_row_bytes(K), bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int4_gemv(w, px, b, out, dt, ldo, n0, n1); },
-      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); });
+      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); },
+      [&](const uint16_t* xv, int64_t M, const float* b, void* out, cpu::DType dt, int64_t ldo,
+          int64_t n0, int64_t n1) {
+#ifdef PAGEDINFER_HAVE_AMX
+        cpu::int4_gemm_amx(w, xv, M, b, out, dt, ldo, n0, n1);
+#endif
+      });
 }
 
 at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const at::Tensor& scale,
@@ -165,7 +217,13 @@ at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
       x, N, K, group_size, K, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int8_gemv(w, px, b, out, dt, ldo, n0, n1); },
-      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); });
+      [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); },
+      [&](const uint16_t* xv, int64_t M, const float* b, void* out, cpu::DType dt, int64_t ldo,
+          int64_t n0, int64_t n1) {
+#ifdef PAGEDINFER_HAVE_AMX
+        cpu::int8_gemm_amx(w, xv, M, b, out, dt, ldo, n0, n1);
+#endif
+      });
 }
 
 }  // namespace pagedinfer::ops

@@ -54,11 +54,15 @@ void store_row(T* dst, const float* src, float mul, int D) {
   for (int d = 0; d < D; ++d) dst[d] = from_f32<T>(src[d] * mul);
 }
 
+// The scalar twin has no special kernel: always the generic fp32 chunk path.
 template <typename T>
-bool attend_block_fast(const BlockRows&, const float*, const T*, const T*, int64_t, int64_t, int,
-                       float*, float*, float*, float*) {
-  return false;  // the scalar twin has no special kernel: always the generic chunk path
-}
+bool fast_path_ok(int) { return false; }
+inline void fast_prepare(const BlockRows&, const float*, int, float*) {}
+template <typename T>
+void fast_chunk(const BlockRows&, int, const float*, const T* const*, const T* const*, int64_t,
+                int64_t, int, float*, float*, float*, float*, const T*, float*, float*, float*,
+                const NextRows<T>&) {}
+inline void fast_finish(const BlockRows&, float*, int, float*) {}
 
 #include "kernels/cpu/attention_kernels_impl.h"
 

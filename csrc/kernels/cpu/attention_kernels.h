@@ -45,6 +45,7 @@ struct PagedAttentionParams {
   float scale;
   int64_t sliding_window;  // <= 0: full causal
   AttnDtype dtype;
+  bool allow_amx = true;  // AMX tiles where the CPU and OS allow (tests turn it off to cover both)
 };
 
 // One unit of work; every range is half-open. q_begin/q_end index the sequence's own queries
@@ -81,6 +82,9 @@ void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& 
 void merge_attention_partials(const PagedAttentionParams& p, const AttentionMergeGroup& group,
                               const float* partials, const float* lse);
 
+// Keys are handled in chunks of at most this many positions (possibly spanning cache blocks).
+constexpr int kKeyChunk = 64;
+
 // The rows of one item for one KV head, as the per-ISA block kernels see them.
 struct BlockRows {
   int rows;       // tokens x group
@@ -88,6 +92,8 @@ struct BlockRows {
   int D;
   int64_t first_pos;  // position of the item's first query token
   int64_t window;     // <= 0: none
+  float scale;
+  bool allow_amx;
 };
 
 // Valid key range [jlo, jhi) inside a chunk starting at key position k0 with n keys, for the
@@ -100,12 +106,42 @@ inline void visible_range(int64_t pos, int64_t window, int64_t k0, int n, int* j
   *jhi = static_cast<int>(hi > lo ? hi - k0 : lo - k0);
 }
 
+// The rows of the next chunk for one KV head (head offset applied), to prefetch while the current
+// chunk is computed: consecutive chunks live in unrelated blocks the hardware cannot guess.
+template <typename T>
+struct NextRows {
+  const T* const* k;
+  const T* const* v;
+  int n;
+  int64_t hoff;
+  int64_t bytes;  // of one head's row
+};
+
+// Prefetches all of `next` into L2 at once (kernels that can, spread it over their work instead).
+template <typename T>
+inline void prefetch_rows(const NextRows<T>& next) {
+  for (int j = 0; j < next.n; ++j) {
+    const char* kr = reinterpret_cast<const char*>(next.k[j] + next.hoff);
+    const char* vr = reinterpret_cast<const char*>(next.v[j] + next.hoff);
+    for (int64_t b = 0; b < next.bytes; b += 64) {
+      __builtin_prefetch(kr + b, 0, 2);
+      __builtin_prefetch(vr + b, 0, 2);
+    }
+  }
+}
+
 namespace scalar_attn {
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
               float* lse);
 }
 #ifdef PAGEDINFER_HAVE_AVX512
 namespace avx512_attn {
+bool amx_ready();
+// One chunk of keys on AMX tiles (attention_kernels_amx.cpp); layouts in that file.
+void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp, const uint16_t* const* kp,
+                    const uint16_t* const* vp, int64_t k0, int n, float* S, uint32_t* Pp,
+                    float* scratch, const uint16_t* zero_row, float* m, float* l, float* O,
+                    const NextRows<uint16_t>& next);
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
               float* lse);
 }

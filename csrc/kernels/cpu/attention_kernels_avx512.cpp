@@ -5,9 +5,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "kernels/cpu/attention_kernels.h"
+#include "kernels/cpu/attention_simd_avx512.h"
 #include "kernels/cpu/half_types.h"
 
 namespace pagedinfer::cpu::avx512_attn {
@@ -38,23 +40,6 @@ inline void store16(bf16_t* p, __m512 v) {
 }
 inline void store16(f16_t* p, __m512 v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT));
-}
-
-// exp(x) for x <= ~88: 2^(x log2 e) = 2^n * 2^f, |f| <= 1/2, 2^f by a degree-6 polynomial
-// (relative error ~2e-7); inputs below -100 give 0.
-inline __m512 exp512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-100.0f));
-  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
-  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147180559945309f));
-  __m512 y = _mm512_set1_ps(1.0f / 720);
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 120));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 24));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 6));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.5f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
-  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(y, n);
 }
 
 template <typename T>
@@ -126,10 +111,424 @@ void store_row(T* dst, const float* src, float mul, int D) {
   for (; d < D; ++d) dst[d] = from_f32<T>(src[d] * mul);
 }
 
+// ---- bf16 fast path: 16 query rows in the lanes of a vector ------------------------------------
+// Q.K^T and P.V are vdpbf16ps dot products of bf16 pairs accumulated in fp32:
+//   scores  S[j][r]  += Qp[dp][r] . K[j] pair dp     Qp[dp][r] = (Q[r][2dp], Q[r][2dp+1]), lanes r
+//   output  OT[q][r] += Pp[jp][r] . Vp[jp][q]        Pp[jp][r] = (P[r][2jp], P[r][2jp+1]), lanes r
+// K pairs are broadcast straight from the cache rows (no packing); V rows are interleaved two keys
+// at a time (Vp[jp][q] = (V[2jp][d(q)], V[2jp+1][d(q)]) by vpunpck{l,h}wd, which orders d within
+// each 32-wide chunk as d(q) below); OT stays in that order until fast_finish. The softmax runs on
+// whole vectors (16 rows), the probabilities are rounded to bf16 for P.V (as GPU flash attention
+// does), the running sum l uses them unrounded.
+
 template <typename T>
-bool attend_block_fast(const BlockRows&, const float*, const T*, const T*, int64_t, int64_t, int,
-                       float*, float*, float*, float*) {
-  return false;
+bool fast_path_ok(int D) { return std::is_same_v<T, bf16_t> && D % 32 == 0 && D <= 512; }
+
+
+// Items of at most this many rows per KV head (decode, short verification) use the decode kernel.
+constexpr int kDecodeRows = 8;
+
+// Larger items run on AMX tiles when allowed and available, else on the vdpbf16ps tile kernel.
+// (Decode rows stay on the vdpbf16ps decode kernel: AMX tiles would be mostly empty, and the
+// softmax over 16-row vectors would cost more than the products; measured ~25 vs ~34 ns per key
+// and KV head, D = 128, group 4, on the development machine.)
+inline bool use_decode(const BlockRows& br) { return br.rows <= kDecodeRows; }
+inline bool use_amx(const BlockRows& br) { return !use_decode(br) && br.allow_amx && amx_ready(); }
+
+// Q fp32 [rows_pad, D] holding bf16 values -> Qp uint32 [D / 2, rows_pad] (tile kernel) or
+// bf16 [rows_pad, D] (decode kernel).
+inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, float* Qp_f) {
+  const int D = br.D;
+  uint32_t* Qp = reinterpret_cast<uint32_t*>(Qp_f);
+  if (use_decode(br)) {
+    uint16_t* Qb = reinterpret_cast<uint16_t*>(Qp_f);
+    for (int64_t i = 0; i < static_cast<int64_t>(rows_pad) * D; ++i) Qb[i] = f32_to_bits(Q[i]) >> 16;
+    return;
+  }
+  // 16 rows x 32 d at a time: 16 x 16 dword pairs, transposed.
+  for (int rv = 0; rv < rows_pad / 16; ++rv)
+    for (int b = 0; b < D / 32; ++b) {
+      __m512i rowsv[16], cols[16];
+      for (int k = 0; k < 16; ++k) {
+        const float* q = Q + static_cast<int64_t>(rv * 16 + k) * D + 32 * b;
+        rowsv[k] = (__m512i)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
+      }
+      transpose16(rowsv, cols);
+      for (int k = 0; k < 16; ++k)
+        _mm512_storeu_si512(Qp + static_cast<int64_t>(16 * b + k) * rows_pad + rv * 16, cols[k]);
+    }
+}
+
+// OT [D (packed order), rows_pad] (tile kernel) or O [rows_pad, D (packed order)] (decode kernel)
+// -> [rows_pad, D] in place (tmp: rows_pad * D floats).
+inline void fast_finish(const BlockRows& br, float* OT, int rows_pad, float* tmp) {
+  const int D = br.D;
+  if (use_decode(br) || use_amx(br)) {  // O [rows_pad, D (packed order)]
+    for (int r = 0; r < br.rows; ++r) unpack_row(OT + static_cast<int64_t>(r) * D, D);
+    return;
+  }
+  for (int q = 0; q < D; ++q) {
+    const int d = packed_d(q);
+    for (int r = 0; r < rows_pad; ++r) tmp[static_cast<int64_t>(r) * D + d] = OT[static_cast<int64_t>(q) * rows_pad + r];
+  }
+  std::memcpy(OT, tmp, sizeof(float) * rows_pad * D);
+}
+
+inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+// S[j][rv0 * 16 ...] for RV row vectors and all n keys, KB keys at a time.
+template <int RV>
+void qk_rows(const uint32_t* Qp, int rows_pad, int rv0, const uint32_t* const* kp_all, int n,
+             int D, float scale, float* S) {
+  constexpr int KB = 16 / RV;
+  const __m512 vscale = _mm512_set1_ps(scale);
+  for (int j0 = 0; j0 < n; j0 += KB) {
+    const uint32_t* kp[KB];
+#pragma GCC unroll 16
+    for (int kb = 0; kb < KB; ++kb) kp[kb] = kp_all[j0 + kb < n ? j0 + kb : n];  // [n]: zero row
+    __m512 acc[RV][KB];
+#pragma GCC unroll 16
+    for (int rv = 0; rv < RV; ++rv)
+#pragma GCC unroll 16
+      for (int kb = 0; kb < KB; ++kb) acc[rv][kb] = _mm512_setzero_ps();
+    const uint32_t* q = Qp + rv0 * 16;
+    for (int dp = 0; dp < D / 2; ++dp, q += rows_pad) {
+      __m512i qv[RV];
+#pragma GCC unroll 4
+      for (int rv = 0; rv < RV; ++rv) qv[rv] = _mm512_loadu_si512(q + rv * 16);
+#pragma GCC unroll 16
+      for (int kb = 0; kb < KB; ++kb) {
+        const __m512i b = _mm512_set1_epi32(static_cast<int>(kp[kb][dp]));
+#pragma GCC unroll 4
+        for (int rv = 0; rv < RV; ++rv) acc[rv][kb] = dp_bf16(acc[rv][kb], qv[rv], b);
+      }
+    }
+#pragma GCC unroll 16
+    for (int kb = 0; kb < KB; ++kb) {
+      if (j0 + kb >= n) break;
+#pragma GCC unroll 4
+      for (int rv = 0; rv < RV; ++rv)
+        _mm512_storeu_ps(S + static_cast<int64_t>(j0 + kb) * rows_pad + (rv0 + rv) * 16,
+                         _mm512_mul_ps(acc[rv][kb], vscale));
+    }
+  }
+}
+
+// OT[q][rv0 * 16 ...] += Pp . Vp over n2 key pairs, DB output positions at a time.
+template <int RV>
+void pv_rows(const uint32_t* Pp, int rows_pad, int rv0, const uint32_t* Vp, int n2, int D,
+             float* OT) {
+  constexpr int DB = RV == 1 ? 16 : RV == 2 ? 8 : 4;
+  for (int q0 = 0; q0 < D; q0 += DB) {
+    __m512 acc[RV][DB];
+#pragma GCC unroll 4
+    for (int rv = 0; rv < RV; ++rv)
+#pragma GCC unroll 16
+      for (int db = 0; db < DB; ++db)
+        acc[rv][db] = _mm512_loadu_ps(OT + static_cast<int64_t>(q0 + db) * rows_pad + (rv0 + rv) * 16);
+    for (int jp = 0; jp < n2; ++jp) {
+      __m512i pv[RV];
+#pragma GCC unroll 4
+      for (int rv = 0; rv < RV; ++rv)
+        pv[rv] = _mm512_loadu_si512(Pp + static_cast<int64_t>(jp) * rows_pad + (rv0 + rv) * 16);
+      const uint32_t* v = Vp + static_cast<int64_t>(jp) * D + q0;
+#pragma GCC unroll 16
+      for (int db = 0; db < DB; ++db) {
+        const __m512i b = _mm512_set1_epi32(static_cast<int>(v[db]));
+#pragma GCC unroll 4
+        for (int rv = 0; rv < RV; ++rv) acc[rv][db] = dp_bf16(acc[rv][db], pv[rv], b);
+      }
+    }
+#pragma GCC unroll 4
+    for (int rv = 0; rv < RV; ++rv)
+#pragma GCC unroll 16
+      for (int db = 0; db < DB; ++db)
+        _mm512_storeu_ps(OT + static_cast<int64_t>(q0 + db) * rows_pad + (rv0 + rv) * 16, acc[rv][db]);
+  }
+}
+
+
+
+// ---- bf16 decode kernel: at most kDecodeRows rows, keys or d in the lanes ------------------------
+// Scores: for each row, 16 keys at a time, 16 vdpbf16ps accumulators over D (K rows read
+// straight from the cache, query pairs in their natural order), then one transpose-and-add
+// reduction gives the 16 scores in the lanes of one vector. Output: O[r] (fp32, d in lanes, in
+// the vpunpck order of the tile kernel) += P pair . V pair, the V rows of two keys interleaved in
+// registers. Each K/V row is read from memory once per GQA group.
+
+// Sum of each of 16 vectors, as the 16 lanes of one vector (lane k = sum of v[k]).
+inline __m512 reduce16(__m512* v) {
+  __m512 x[8], y[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
+    y[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  // y[i] lane group L holds the 128-bit-lane-L partial sums of v[4i .. 4i+3].
+  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xEE));
+  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
+}
+
+// S[r][j] = scale * q_r . k_j for the n keys of the chunk (S row stride kKeyChunk).
+inline void decode_scores(const uint16_t* q, int D, const uint16_t* const* kp, int n, float scale,
+                          float* s) {
+  for (int j0 = 0; j0 < n; j0 += 16) {
+    const uint16_t* k[16];
+#pragma GCC unroll 16
+    for (int kb = 0; kb < 16; ++kb) k[kb] = kp[j0 + kb < n ? j0 + kb : n];
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int kb = 0; kb < 16; ++kb) acc[kb] = _mm512_setzero_ps();
+    for (int c = 0; c < D; c += 32) {
+      const __m512i qv = _mm512_loadu_si512(q + c);
+#pragma GCC unroll 16
+      for (int kb = 0; kb < 16; ++kb) acc[kb] = dp_bf16(acc[kb], _mm512_loadu_si512(k[kb] + c), qv);
+    }
+    _mm512_storeu_ps(s + j0, _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(scale)));
+  }
+}
+
+// O[r][32 c ...] += sum over key pairs of P pair . V pair, for CP chunks of 32 d starting at c0.
+template <int R, int CP>
+void decode_pv(const uint32_t* Pb, const uint16_t* const* vp, int n2, int c0, int D, float* O) {
+  __m512 acc[R][CP][2];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int cc = 0; cc < CP; ++cc)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h)
+        acc[r][cc][h] = _mm512_loadu_ps(O + static_cast<int64_t>(r) * D + 32 * (c0 + cc) + 16 * h);
+  for (int jp = 0; jp < n2; ++jp) {
+    __m512i lo[CP], hi[CP];
+#pragma GCC unroll 4
+    for (int cc = 0; cc < CP; ++cc) {
+      const __m512i a = _mm512_loadu_si512(vp[2 * jp] + 32 * (c0 + cc));
+      const __m512i b = _mm512_loadu_si512(vp[2 * jp + 1] + 32 * (c0 + cc));
+      lo[cc] = _mm512_unpacklo_epi16(a, b);
+      hi[cc] = _mm512_unpackhi_epi16(a, b);
+    }
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512i p = _mm512_set1_epi32(static_cast<int>(Pb[r * (kKeyChunk / 2) + jp]));
+#pragma GCC unroll 4
+      for (int cc = 0; cc < CP; ++cc) {
+        acc[r][cc][0] = dp_bf16(acc[r][cc][0], lo[cc], p);
+        acc[r][cc][1] = dp_bf16(acc[r][cc][1], hi[cc], p);
+      }
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 4
+    for (int cc = 0; cc < CP; ++cc)
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h)
+        _mm512_storeu_ps(O + static_cast<int64_t>(r) * D + 32 * (c0 + cc) + 16 * h, acc[r][cc][h]);
+}
+
+template <int R>
+void decode_pv_all(const uint32_t* Pb, const uint16_t* const* vp, int n2, int D, float* O) {
+  constexpr int CP = R <= 2 ? 4 : R <= 4 ? 2 : 1;
+  const int chunks = D / 32;
+  int c = 0;
+  for (; c + CP <= chunks; c += CP) decode_pv<R, CP>(Pb, vp, n2, c, D, O);
+  for (; c < chunks; ++c) decode_pv<R, 1>(Pb, vp, n2, c, D, O);
+}
+
+inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t* const* krow,
+                         const uint16_t* const* vrow, int64_t hoff, int64_t k0, int n, float* S,
+                         uint32_t* Pb, const uint16_t* zero_row, float* m, float* l, float* O) {
+  const int D = br.D;
+  const uint16_t* kp[kKeyChunk + 1];
+  const uint16_t* vp[kKeyChunk + 2];
+  for (int j = 0; j < n; ++j) {
+    kp[j] = krow[j] + hoff;
+    vp[j] = vrow[j] + hoff;
+  }
+  kp[n] = zero_row;
+  vp[n] = vp[n + 1] = zero_row;
+  const int n2 = (n + 1) / 2;
+  for (int r = 0; r < br.rows; ++r) {
+    float* s = S + r * kKeyChunk;
+    uint32_t* pb = Pb + r * (kKeyChunk / 2);
+    int jlo, jhi;
+    visible_range(br.first_pos + r / br.group, br.window, k0, n, &jlo, &jhi);
+    if (jlo >= jhi) {  // nothing visible: zero weights
+      for (int jp = 0; jp < n2; ++jp) pb[jp] = 0;
+      continue;
+    }
+    decode_scores(Qb + static_cast<int64_t>(r) * D, D, kp, n, br.scale, s);
+    // Lanes = keys; mask the keys outside [jlo, jhi).
+    __m512 sv[kKeyChunk / 16];
+    __mmask16 live[kKeyChunk / 16];
+    __m512 mx = _mm512_set1_ps(-INFINITY);
+    const int nv = (n + 15) / 16;
+    for (int v = 0; v < nv; ++v) {
+      const int lo = jlo - 16 * v < 0 ? 0 : (jlo - 16 * v > 16 ? 16 : jlo - 16 * v);
+      const int hi = jhi - 16 * v < 0 ? 0 : (jhi - 16 * v > 16 ? 16 : jhi - 16 * v);
+      live[v] = static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
+      sv[v] = _mm512_loadu_ps(s + 16 * v);
+      mx = _mm512_mask_max_ps(mx, live[v], mx, sv[v]);
+    }
+    const float m_new = std::max(m[r], _mm512_reduce_max_ps(mx));
+    const float alpha = m[r] == -INFINITY ? 0.0f : std::exp(m[r] - m_new);
+    const __m512 vm = _mm512_set1_ps(m_new);
+    __m512 sum = _mm512_setzero_ps();
+    __m512 pv[kKeyChunk / 16 + 1];
+    for (int v = 0; v < nv; ++v) {
+      pv[v] = _mm512_maskz_mov_ps(live[v], exp512(_mm512_sub_ps(sv[v], vm)));
+      sum = _mm512_add_ps(sum, pv[v]);
+    }
+    pv[nv] = _mm512_setzero_ps();
+    for (int v = 0; v < nv; v += 2)  // 32 keys -> 16 bf16 pairs, natural order
+      _mm512_storeu_si512(pb + 8 * v, (__m512i)_mm512_cvtne2ps_pbh(pv[v + 1], pv[v]));
+    if (alpha != 1.0f) {
+      l[r] *= alpha;
+      scale(O + static_cast<int64_t>(r) * D, alpha, D);
+    }
+    l[r] += _mm512_reduce_add_ps(sum);
+    m[r] = m_new;
+  }
+  switch (br.rows) {
+    case 1: decode_pv_all<1>(Pb, vp, n2, D, O); break;
+    case 2: decode_pv_all<2>(Pb, vp, n2, D, O); break;
+    case 3: decode_pv_all<3>(Pb, vp, n2, D, O); break;
+    case 4: decode_pv_all<4>(Pb, vp, n2, D, O); break;
+    case 5: decode_pv_all<5>(Pb, vp, n2, D, O); break;
+    case 6: decode_pv_all<6>(Pb, vp, n2, D, O); break;
+    case 7: decode_pv_all<7>(Pb, vp, n2, D, O); break;
+    default: decode_pv_all<8>(Pb, vp, n2, D, O); break;
+  }
+}
+
+template <typename T>
+void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* const* krow,
+                const T* const* vrow, int64_t hoff, int64_t k0, int n, float* S, float* Kf,
+                float* Vp_f,
+                float* Pp_f, const T* zero_row, float* m, float* l, float* OT,
+                const NextRows<T>& next) {
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    if (use_decode(br)) {
+      prefetch_rows(next);
+      decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
+                   reinterpret_cast<const uint16_t* const*>(krow),
+                   reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
+                   reinterpret_cast<uint32_t*>(Pp_f), reinterpret_cast<const uint16_t*>(zero_row),
+                   m, l, OT);
+      return;
+    }
+    if (use_amx(br)) {
+      const uint16_t* kp[kKeyChunk];
+      const uint16_t* vp[kKeyChunk];
+      for (int j = 0; j < n; ++j) {
+        kp[j] = reinterpret_cast<const uint16_t*>(krow[j] + hoff);
+        vp[j] = reinterpret_cast<const uint16_t*>(vrow[j] + hoff);
+      }
+      const NextRows<uint16_t> next16{reinterpret_cast<const uint16_t* const*>(next.k),
+                                      reinterpret_cast<const uint16_t* const*>(next.v), next.n,
+                                      next.hoff, next.bytes};
+      amx_tile_chunk(br, rows_pad, reinterpret_cast<const uint32_t*>(Qp_f), kp, vp, k0, n, S,
+                     reinterpret_cast<uint32_t*>(Pp_f), Kf, reinterpret_cast<const uint16_t*>(zero_row),
+                     m, l, OT, next16);
+      return;
+    }
+    prefetch_rows(next);
+    const int D = br.D;
+    const int nrv = rows_pad / 16;
+    const uint32_t* Qp = reinterpret_cast<const uint32_t*>(Qp_f);
+    uint32_t* Vp = reinterpret_cast<uint32_t*>(Vp_f);
+    uint32_t* Pp = reinterpret_cast<uint32_t*>(Pp_f);
+    const uint32_t* kp[kKeyChunk + 1];
+    for (int j = 0; j < n; ++j) kp[j] = reinterpret_cast<const uint32_t*>(krow[j] + hoff);
+    kp[n] = reinterpret_cast<const uint32_t*>(zero_row);
+
+    // 1. scores
+    for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+      switch (nrv - rv0 >= 4 ? 4 : nrv - rv0) {
+        case 1: qk_rows<1>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+        case 2: qk_rows<2>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+        case 3: qk_rows<3>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+        default: qk_rows<4>(Qp, rows_pad, rv0, kp, n, D, br.scale, S); break;
+      }
+    }
+    // 2. masked online softmax, 16 rows at a time; P (bf16 pairs) into Pp
+    const int n2 = (n + 1) / 2;
+    const __m512 neg_inf = _mm512_set1_ps(-INFINITY);
+    const __m512 floor_m = _mm512_set1_ps(-1e30f);
+    for (int rv = 0; rv < nrv; ++rv) {
+      alignas(64) int32_t pos[16];
+      for (int i = 0; i < 16; ++i) {
+        const int r = rv * 16 + i;
+        pos[i] = r < br.rows ? static_cast<int32_t>(br.first_pos + r / br.group) : -(1 << 30);
+      }
+      const __m512i posv = _mm512_load_si512(pos);
+      const bool windowed = br.window > 0;
+      const __m512i lowv = _mm512_sub_epi32(posv, _mm512_set1_epi32(static_cast<int32_t>(windowed ? br.window - 1 : 0)));
+      float* s = S + rv * 16;
+      __m512 mx = neg_inf;
+      for (int j = 0; j < n; ++j) {
+        const __m512i kv = _mm512_set1_epi32(static_cast<int32_t>(k0 + j));
+        __mmask16 vis = _mm512_cmple_epi32_mask(kv, posv);
+        if (windowed) vis &= _mm512_cmpge_epi32_mask(kv, lowv);
+        const __m512 v = _mm512_mask_mov_ps(neg_inf, vis, _mm512_loadu_ps(s + static_cast<int64_t>(j) * rows_pad));
+        _mm512_storeu_ps(s + static_cast<int64_t>(j) * rows_pad, v);
+        mx = _mm512_max_ps(mx, v);
+      }
+      const __m512 m_old = _mm512_loadu_ps(m + rv * 16);
+      const __m512 m_new = _mm512_max_ps(m_old, mx);
+      const __m512 m_use = _mm512_max_ps(m_new, floor_m);
+      const __m512 alpha = exp512(_mm512_sub_ps(_mm512_max_ps(m_old, floor_m), m_use));
+      __m512 lsum = _mm512_mul_ps(_mm512_loadu_ps(l + rv * 16), alpha);
+      for (int jp = 0; jp < n2; ++jp) {
+        __m512 pr[2];
+        for (int k = 0; k < 2; ++k) {
+          const int j = 2 * jp + k;
+          if (j >= n) { pr[k] = _mm512_setzero_ps(); continue; }
+          const __m512 v = _mm512_loadu_ps(s + static_cast<int64_t>(j) * rows_pad);
+          const __mmask16 live = _mm512_cmp_ps_mask(v, neg_inf, _CMP_NEQ_OQ);
+          pr[k] = _mm512_maskz_mov_ps(live, exp512(_mm512_sub_ps(v, m_use)));
+          lsum = _mm512_add_ps(lsum, pr[k]);
+        }
+        _mm512_storeu_si512(Pp + static_cast<int64_t>(jp) * rows_pad + rv * 16, pack_pair(pr[0], pr[1]));
+      }
+      _mm512_storeu_ps(m + rv * 16, m_new);
+      _mm512_storeu_ps(l + rv * 16, lsum);
+      if (_mm512_cmp_ps_mask(alpha, _mm512_set1_ps(1.0f), _CMP_NEQ_OQ)) {
+        float* o = OT + rv * 16;
+        for (int q = 0; q < D; ++q)
+          _mm512_storeu_ps(o + static_cast<int64_t>(q) * rows_pad,
+                           _mm512_mul_ps(_mm512_loadu_ps(o + static_cast<int64_t>(q) * rows_pad), alpha));
+      }
+    }
+    // 3. V rows interleaved in pairs of keys
+    for (int jp = 0; jp < n2; ++jp) {
+      const T* v0 = vrow[2 * jp] + hoff;
+      const T* v1 = 2 * jp + 1 < n ? vrow[2 * jp + 1] + hoff : zero_row;
+      uint32_t* dst = Vp + static_cast<int64_t>(jp) * D;
+      for (int c = 0; c < D; c += 32) {
+        const __m512i a = _mm512_loadu_si512(v0 + c);
+        const __m512i b = _mm512_loadu_si512(v1 + c);
+        _mm512_storeu_si512(dst + c, _mm512_unpacklo_epi16(a, b));
+        _mm512_storeu_si512(dst + c + 16, _mm512_unpackhi_epi16(a, b));
+      }
+    }
+    // 4. output
+    for (int rv0 = 0; rv0 < nrv; rv0 += 4) {
+      switch (nrv - rv0 >= 4 ? 4 : nrv - rv0) {
+        case 1: pv_rows<1>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+        case 2: pv_rows<2>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+        case 3: pv_rows<3>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+        default: pv_rows<4>(Pp, rows_pad, rv0, Vp, n2, D, OT); break;
+      }
+    }
+  }
 }
 
 #include "kernels/cpu/attention_kernels_impl.h"

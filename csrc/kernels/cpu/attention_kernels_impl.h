@@ -8,8 +8,9 @@
 //   void   scale(float* y, float a, int D)                    y *= a
 //   float  exp_sub_sum(float* s, int n, float m)              s = exp(s - m), returns the sum
 //   void   store_row(T* dst, const float* src, float mul, int D)  dst = (T)(src * mul)
-//   bool   attend_block_fast(...)                              an ISA's own kernel for one block
-//                                                             of keys, or false to use the generic
+//   bool   fast_path_ok<T>(D)   whether the ISA's own chunk kernel serves this dtype and size;
+//          then fast_prepare (pack the query), fast_chunk (one chunk of keys), fast_finish
+//          (unpack the output accumulator) are used instead of the generic fp32 path
 // Semantics and layouts: attention_kernels.h.
 #pragma once
 // (no include guard effect across namespaces: each ISA file includes this exactly once)
@@ -24,11 +25,9 @@ struct ItemScratch {
   }
 };
 
-// Keys are handled in chunks of at most this many positions (one cache block or less).
-constexpr int kKeyChunk = 64;
 
-// Online-softmax update of every row with the chunk's keys (fp32 K and V rows [n, D]).
-// Q rows are pre-scaled; m, l, acc are the running max, sum and unnormalized output.
+// Online-softmax update of every row with a chunk of n keys (fp32 K and V rows [n, D]).
+// m, l, acc: running max (of scaled scores), sum and unnormalized output of each row.
 inline void attend_chunk_f32(const BlockRows& br, const float* Q, const float* K, const float* V,
                              int64_t k0, int n, float* S, float* m, float* l, float* acc) {
   const int D = br.D;
@@ -40,7 +39,7 @@ inline void attend_chunk_f32(const BlockRows& br, const float* Q, const float* K
     float* s = S;
     float mx = -INFINITY;
     for (int j = jlo; j < jhi; ++j) {
-      s[j] = dot(q, K + static_cast<int64_t>(j) * D, D);
+      s[j] = dot(q, K + static_cast<int64_t>(j) * D, D) * br.scale;
       mx = s[j] > mx ? s[j] : mx;
     }
     float* o = acc + static_cast<int64_t>(r) * D;
@@ -55,6 +54,8 @@ inline void attend_chunk_f32(const BlockRows& br, const float* Q, const float* K
   }
 }
 
+// Scratch layout of an item, in floats. Rows of one KV head are padded to a multiple of 16 (the
+// fast kernels keep 16 rows in a vector's lanes); padded rows are never written out.
 template <typename T>
 void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float* partials,
                 float* lse) {
@@ -63,34 +64,45 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int group = static_cast<int>(p.num_heads / p.num_kv_heads);
   const int ntok = w.q_end - w.q_begin;
   const int rows = ntok * group;
+  const int rows_pad = (rows + 15) / 16 * 16;
   const int kvn = w.kv_end - w.kv_begin;
   const int64_t bs = p.block_size;
   const int64_t q_len = p.query_start_loc[w.seq + 1] - p.query_start_loc[w.seq];
   const int64_t first_pos = p.seq_lens[w.seq] - q_len + w.q_begin;
   const int64_t last_pos = first_pos + ntok - 1;
   const int64_t tok0 = p.query_start_loc[w.seq] + w.q_begin;
-  const int64_t state = static_cast<int64_t>(kvn) * rows;
+  const int64_t state = static_cast<int64_t>(kvn) * rows_pad;
+  const bool fast = fast_path_ok<T>(D);
+  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale, p.allow_amx};
 
-  float* Q = scratch.get(2 * state * D + 2 * state + 2 * kKeyChunk * D + rows * kKeyChunk + 64);
+  const int64_t chunk_floats = static_cast<int64_t>(kKeyChunk) * (2 * D + rows_pad + D / 2 + rows_pad / 2 + 16) + D;
+  float* Q = scratch.get(2 * state * D + 2 * state + state * D / 2 + chunk_floats + 64);
   float* acc = Q + state * D;
   float* m = acc + state * D;
   float* l = m + state;
-  float* Kf = l + state;
-  float* Vf = Kf + kKeyChunk * D;
-  float* S = Vf + kKeyChunk * D;
+  float* Qp = l + state;                    // fast path: packed bf16 query pairs, state * D / 2
+  float* Kf = Qp + state * D / 2;           // generic path: fp32 K rows [kKeyChunk, D]
+  float* Vf = Kf + kKeyChunk * D;           // generic path: fp32 V rows; fast path: packed V
+  float* S = Vf + kKeyChunk * D;            // scores [kKeyChunk, rows_pad]
+  float* Pp = S + kKeyChunk * rows_pad;     // fast path: packed probabilities
+  float* zero = Pp + kKeyChunk * rows_pad / 2 + 16 * kKeyChunk;  // D zeros: padding key row
 
   const T* query = static_cast<const T*>(p.query);
+  for (int64_t i = 0; i < state * D; ++i) Q[i] = 0.0f;
   for (int gi = 0; gi < kvn; ++gi)
     for (int t = 0; t < ntok; ++t)
       for (int hh = 0; hh < group; ++hh) {
         const int64_t head = static_cast<int64_t>(w.kv_begin + gi) * group + hh;
         const T* src = query + (tok0 + t) * p.q_stride_token + head * p.q_stride_head;
-        float* dst = Q + ((static_cast<int64_t>(gi) * rows) + t * group + hh) * D;
-        load_rows(src, 0, 1, D, dst);
-        for (int d = 0; d < D; ++d) dst[d] *= p.scale;
+        load_rows(src, 0, 1, D, Q + (static_cast<int64_t>(gi) * rows_pad + t * group + hh) * D);
       }
   for (int64_t i = 0; i < state; ++i) { m[i] = -INFINITY; l[i] = 0.0f; }
   for (int64_t i = 0; i < state * D; ++i) acc[i] = 0.0f;
+  for (int d = 0; d < D; ++d) zero[d] = 0.0f;
+  if (fast)
+    for (int gi = 0; gi < kvn; ++gi)
+      fast_prepare(br, Q + static_cast<int64_t>(gi) * rows_pad * D, rows_pad,
+                   Qp + static_cast<int64_t>(gi) * rows_pad * D / 2);
 
   // Keys any row of the item can see.
   int64_t k_lo = w.k_begin, k_hi = w.k_end;
@@ -98,36 +110,56 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
     k_lo = first_pos - p.sliding_window + 1;
   if (last_pos + 1 < k_hi) k_hi = last_pos + 1;
 
-  const BlockRows br{rows, group, D, first_pos, p.sliding_window};
   const T* kc = static_cast<const T*>(p.key_cache);
   const T* vc = static_cast<const T*>(p.value_cache);
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
-  const int64_t row_stride = p.num_kv_heads * D;  // between consecutive positions of one head
-  for (int64_t k0 = k_lo; k0 < k_hi;) {
-    const int64_t off = k0 % bs;
-    int64_t n = bs - off;
-    if (k_hi - k0 < n) n = k_hi - k0;
-    if (n > kKeyChunk) n = kKeyChunk;
-    const int64_t slot = static_cast<int64_t>(table[k0 / bs]) * bs + off;
-    for (int gi = 0; gi < kvn; ++gi) {
-      const int64_t base = (slot * p.num_kv_heads + w.kv_begin + gi) * D;
-      const int64_t so = static_cast<int64_t>(gi) * rows;
-      if (attend_block_fast(br, Q + so * D, kc + base, vc + base, row_stride, k0,
-                            static_cast<int>(n), S, m + so, l + so, acc + so * D))
-        continue;
-      load_rows(kc + base, row_stride, static_cast<int>(n), D, Kf);
-      load_rows(vc + base, row_stride, static_cast<int>(n), D, Vf);
-      attend_chunk_f32(br, Q + so * D, Kf, Vf, k0, static_cast<int>(n), S, m + so, l + so,
-                       acc + so * D);
+  const T* rows_a[2][kKeyChunk];  // row of head 0 at each key position: this and next chunk
+  const T* rows_b[2][kKeyChunk];
+  auto fill_rows = [&](int64_t c0, const T** kr, const T** vr) {
+    const int n = static_cast<int>(k_hi - c0 < kKeyChunk ? k_hi - c0 : kKeyChunk);
+    for (int j = 0; j < n; ++j) {
+      const int64_t pos = c0 + j;
+      const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
+      kr[j] = kc + slot * p.num_kv_heads * D;
+      vr[j] = vc + slot * p.num_kv_heads * D;
     }
-    k0 += n;
+    return n;
+  };
+  int cur = 0;
+  int n = k_lo < k_hi ? fill_rows(k_lo, rows_a[0], rows_b[0]) : 0;
+  for (int64_t k0 = k_lo; k0 < k_hi; k0 += kKeyChunk) {
+    const T* const* krow = rows_a[cur];
+    const T* const* vrow = rows_b[cur];
+    const int n_next = k0 + kKeyChunk < k_hi ? fill_rows(k0 + kKeyChunk, rows_a[1 - cur], rows_b[1 - cur]) : 0;
+    for (int gi = 0; gi < kvn; ++gi) {
+      const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
+      const int64_t so = static_cast<int64_t>(gi) * rows_pad;
+      const NextRows<T> next{rows_a[1 - cur], rows_b[1 - cur], n_next, hoff,
+                             static_cast<int64_t>(D * sizeof(T))};
+      if (fast) {
+        fast_chunk(br, rows_pad, Qp + so * D / 2, krow, vrow, hoff, k0, n, S, Kf, Vf, Pp,
+                   reinterpret_cast<const T*>(zero), m + so, l + so, acc + so * D, next);
+        continue;
+      }
+      prefetch_rows(next);
+      for (int j = 0; j < n; ++j) {
+        load_rows(krow[j] + hoff, 0, 1, D, Kf + static_cast<int64_t>(j) * D);
+        load_rows(vrow[j] + hoff, 0, 1, D, Vf + static_cast<int64_t>(j) * D);
+      }
+      attend_chunk_f32(br, Q + so * D, Kf, Vf, k0, n, S, m + so, l + so, acc + so * D);
+    }
+    cur = 1 - cur;
+    n = n_next;
   }
+  if (fast)  // back to [rows_pad, D] per KV head
+    for (int gi = 0; gi < kvn; ++gi)
+      fast_finish(br, acc + static_cast<int64_t>(gi) * rows_pad * D, rows_pad, Q);
 
   if (w.part_offset < 0) {
     T* out = static_cast<T*>(p.out);
     for (int gi = 0; gi < kvn; ++gi)
       for (int r = 0; r < rows; ++r) {
-        const int64_t s = static_cast<int64_t>(gi) * rows + r;
+        const int64_t s = static_cast<int64_t>(gi) * rows_pad + r;
         const int64_t head = static_cast<int64_t>(w.kv_begin + gi) * group + r % group;
         T* dst = out + (tok0 + r / group) * p.o_stride_token + head * p.o_stride_head;
         store_row(dst, acc + s * D, l[s] > 0.0f ? 1.0f / l[s] : 0.0f, D);
@@ -135,11 +167,14 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   } else {
     float* po = partials + w.part_offset;
     float* pl = lse + w.part_offset / D;
-    for (int64_t s = 0; s < state; ++s) {
-      const float inv = l[s] > 0.0f ? 1.0f / l[s] : 0.0f;
-      for (int d = 0; d < D; ++d) po[s * D + d] = acc[s * D + d] * inv;
-      pl[s] = l[s] > 0.0f ? m[s] + std::log(l[s]) : -INFINITY;
-    }
+    for (int gi = 0; gi < kvn; ++gi)
+      for (int r = 0; r < rows; ++r) {
+        const int64_t s = static_cast<int64_t>(gi) * rows_pad + r;
+        const int64_t o = static_cast<int64_t>(gi) * rows + r;
+        const float inv = l[s] > 0.0f ? 1.0f / l[s] : 0.0f;
+        for (int d = 0; d < D; ++d) po[o * D + d] = acc[s * D + d] * inv;
+        pl[o] = l[s] > 0.0f ? m[s] + std::log(l[s]) : -INFINITY;
+      }
   }
 }
 

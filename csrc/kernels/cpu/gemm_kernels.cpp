@@ -79,6 +79,9 @@ static float load_value(const void* x, DType dt, int64_t index) {
 }
 
 void prepare_x(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
+#ifdef PAGEDINFER_HAVE_AVX512
+  if (active_isa() == Isa::kAvx512 && p.x_hi != nullptr) return prepare_x_avx512(x, dt, ldx_bytes, p);
+#endif
   const int64_t groups = p.K / p.group_size;
   for (int64_t m = 0; m < p.M; ++m) {
     const void* row = static_cast<const char*>(x) + m * ldx_bytes;

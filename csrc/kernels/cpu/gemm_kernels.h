@@ -72,12 +72,41 @@ uint16_t float_to_fp16(float f);  // round to nearest even
 void store_value(void* out, DType dt, int64_t index, float v);
 
 #ifdef PAGEDINFER_HAVE_AVX512
+void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p);
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end);
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end);
 void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dst_dt);
+// bf16 rows [n_begin, n_end), columns [k_begin, k_end) to dst with row stride ldd elements (the
+// AMX path's A operand). k_begin a multiple of 64; k_end a multiple of 64 or K.
+// sc_rows / mn_rows: the rows' scales and mins already widened to fp32 ([n_end - n_begin, K / G],
+// from int4_scales_to_floats_avx512), or nullptr to widen them here.
+void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd, const float* sc_rows,
+                              const float* mn_rows);
+void int4_scales_to_floats_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, float* sc,
+                                  float* mn);
+void int8_dequant_bf16_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd);
 void int8_dequant_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dst_dt);
+#endif
+
+#ifdef PAGEDINFER_HAVE_AMX
+// AMX-BF16 path for bf16 activations and many rows (gemm_kernels_amx.cpp).
+// amx_available(): asks the OS for the tile data state once per process (arch_prctl); call it
+// only when cpu_features().amx_bf16 is set.
+bool amx_available();
+// x bf16 [M, K] (row stride ldx) -> x_vnni bf16 [ceil(M/16)][K/2][16][2] (rows past M zero), for
+// 16-row blocks [mb_begin, mb_end).
+void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t mb_begin,
+                 int64_t mb_end, uint16_t* x_vnni);
+// out[m, n] (fp32 or bf16, row stride ldo) = x W^T + bias for n in [n_begin, n_end); n_begin a
+// multiple of 32 for full tiles (any value is correct).
+void int4_gemm_amx(const Int4Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
+                   void* out, DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end);
+void int8_gemm_amx(const Int8Args& w, const uint16_t* x_vnni, int64_t M, const float* bias,
+                   void* out, DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end);
 #endif
 
 }  // namespace pagedinfer::cpu

@@ -53,6 +53,10 @@ inline float dot_half_float(const uint16_t* a, const float* b, int64_t count) {
   return _mm512_reduce_add_ps(acc);
 }
 
+inline void prefetch_rows(const void* p, int64_t bytes) {
+  for (int64_t off = 0; off < bytes; off += 64) _mm_prefetch(static_cast<const char*>(p) + off, _MM_HINT_T0);
+}
+
 inline int log2_of(int64_t g) { return g == 32 ? 5 : g == 64 ? 6 : 7; }
 
 // result[r * MB + m] = sum_k q-part of rows n + r, x rows m0 + m (scale applied, min not yet).
@@ -66,21 +70,30 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
   const uint16_t* xh = x.x_hi + m0 * K;
   const uint16_t* xl = kLo ? x.x_lo + m0 * K : nullptr;
-  __m512 acc[NR][MB][2];
-  for (int r = 0; r < NR; ++r)
-    for (int m = 0; m < MB; ++m) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+  // acc[(r * MB + m) * 2 + half]: one flat array, so GCC keeps it in registers.
+  __m512 acc[NR * MB * 2];
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
 
+  // Software prefetch of the next NR rows (contiguous after these), one line per chunk: the
+  // hardware prefetchers do not run far enough ahead of two interleaved row streams, and
+  // without this the loop waited on DRAM (2.2 ms vs 1.0 ms for 4096 x 4096, one thread).
+  const char* next = reinterpret_cast<const char*>(q[0]) + NR * rb;
   for (int64_t c = 0; c < full; ++c) {
+    _mm_prefetch(next + 64 * c, _MM_HINT_T0);
     __m512bh wl[NR], wh[NR];
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
       const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + 32 * c)));
       wl[r] = (__m512bh)_mm512_permutexvar_epi16(wd, table);
       wh[r] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), table);
     }
     const int64_t klo = 64 * c, khi = klo + 32, gl = klo >> shift, gh = khi >> shift;
+#pragma GCC unroll 4
     for (int m = 0; m < MB; ++m) {
       const __m512bh xa = (__m512bh)_mm512_loadu_si512(xh + m * K + klo);
       const __m512bh xb = (__m512bh)_mm512_loadu_si512(xh + m * K + khi);
+#pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) {
         __m512 pl = _mm512_dpbf16_ps(_mm512_setzero_ps(), wl[r], xa);
         __m512 ph = _mm512_dpbf16_ps(_mm512_setzero_ps(), wh[r], xb);
@@ -88,13 +101,14 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
           pl = _mm512_dpbf16_ps(pl, wl[r], (__m512bh)_mm512_loadu_si512(xl + m * K + klo));
           ph = _mm512_dpbf16_ps(ph, wh[r], (__m512bh)_mm512_loadu_si512(xl + m * K + khi));
         }
-        acc[r][m][0] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[r][m][0]);
-        acc[r][m][1] = _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[r][m][1]);
+        acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
+        acc[(r * MB + m) * 2 + 1] = _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[(r * MB + m) * 2 + 1]);
       }
     }
   }
   if (K % 64 != 0) {  // a last half chunk: its 32 low nibbles, in group (64 * full) / G
     const int64_t klo = 64 * full, gl = klo >> shift;
+#pragma GCC unroll 4
     for (int r = 0; r < NR; ++r) {
       const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + 32 * full)));
       const __m512bh wl = (__m512bh)_mm512_permutexvar_epi16(wd, table);
@@ -102,13 +116,13 @@ void int4_rows(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, con
         __m512 pl = _mm512_dpbf16_ps(_mm512_setzero_ps(), wl, (__m512bh)_mm512_loadu_si512(xh + m * K + klo));
         if constexpr (kLo)
           pl = _mm512_dpbf16_ps(pl, wl, (__m512bh)_mm512_loadu_si512(xl + m * K + klo));
-        acc[r][m][0] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[r][m][0]);
+        acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
       }
     }
   }
   for (int r = 0; r < NR; ++r)
     for (int m = 0; m < MB; ++m)
-      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
+      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[(r * MB + m) * 2], acc[(r * MB + m) * 2 + 1]));
 }
 
 template <int NR, bool kLo>
@@ -133,7 +147,9 @@ void int8_rows(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, con
   __m512 acc[NR][MB][2];
   for (int r = 0; r < NR; ++r)
     for (int m = 0; m < MB; ++m) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+  const char* next = reinterpret_cast<const char*>(q[0]) + NR * K;  // as in int4_rows
   for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t off = 0; off < NR * G; off += 64) _mm_prefetch(next + g * NR * G + off, _MM_HINT_T0);
     __m512 p[NR][MB][2];
     for (int r = 0; r < NR; ++r)
       for (int m = 0; m < MB; ++m) p[r][m][0] = p[r][m][1] = _mm512_setzero_ps();
@@ -176,7 +192,42 @@ void int8_rows_mb(int mb, const Int8Args& w, const PreparedX& x, int64_t m0, int
   }
 }
 
+inline __m512 load16(const void* row, DType dt, int64_t k) {
+  switch (dt) {
+    case DType::kBF16:
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(static_cast<const uint16_t*>(row) + k))), 16));
+    case DType::kF16:
+      return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(static_cast<const uint16_t*>(row) + k)));
+    default:
+      return _mm512_loadu_ps(static_cast<const float*>(row) + k);
+  }
+}
+
 }  // namespace
+
+void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
+  const int64_t G = p.group_size, groups = p.K / G;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const void* row = static_cast<const char*>(x) + m * ldx_bytes;
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t k = g * G; k < (g + 1) * G; k += 16) {
+        const __m512 v = load16(row, dt, k);
+        _mm512_storeu_ps(p.x32 + m * p.K + k, v);
+        const __m256i hi = (__m256i)_mm512_cvtneps_pbh(v);
+        _mm256_storeu_si256((__m256i*)(p.x_hi + m * p.K + k), hi);
+        if (p.x_lo != nullptr) {
+          const __m512 hi32 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+          _mm256_storeu_si256((__m256i*)(p.x_lo + m * p.K + k),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hi32)));
+        }
+        sum = _mm512_add_ps(sum, v);
+      }
+      p.x_sum[m * groups + g] = _mm512_reduce_add_ps(sum);
+    }
+  }
+}
 
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
@@ -187,6 +238,8 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
   for (int64_t n = n_begin; n < n_end; n += 2) {
     const int nr = n + 2 <= n_end ? 2 : 1;
     for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
+    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
+    prefetch_rows(w.min + (n + 2) * groups, 2 * groups * 2);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
       const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
       if (nr == 2) {
@@ -215,6 +268,7 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
   for (int64_t n = n_begin; n < n_end; n += 2) {
     const int nr = n + 2 <= n_end ? 2 : 1;
     for (int r = 0; r < nr; ++r) halves_to_floats(w.scale + (n + r) * groups, groups, sc.data() + r * groups);
+    prefetch_rows(w.scale + (n + 2) * groups, 2 * groups * 2);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
       const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
       if (nr == 2) int8_rows_mb<2>(mb, w, x, m0, n, sc.data(), result);
@@ -229,49 +283,80 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
   }
 }
 
-// Dequantization for the large-M path. bf16: per group a 16-entry table bf16(fma(i, scale, min)),
-// duplicated to 32 words, then one vpermw per 32 weights. fp32: widen, convert, fma.
-void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dt) {
-  const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), chunks = (K + 63) / 64;
+// Dequantization for the large-M paths. bf16: per group a 16-entry table
+// bf16(fma(i, scale, min)), duplicated to 32 words, then one vpermw per 32 weights; the row's
+// scales and mins are widened to fp32 first so each table costs one fma and one convert.
+void int4_scales_to_floats_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, float* sc,
+                                  float* mn) {
+  const int64_t groups = w.K / w.group_size;
+  halves_to_floats(w.scale + n_begin * groups, (n_end - n_begin) * groups, sc);
+  halves_to_floats(w.min + n_begin * groups, (n_end - n_begin) * groups, mn);
+}
+
+void int4_dequant_bf16_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd, const float* sc_rows,
+                              const float* mn_rows) {
+  const int64_t K = k_end, groups = w.K / w.group_size, rb = int4_row_bytes(w.K);
   const int shift = log2_of(w.group_size);
   const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i mask4 = _mm512_set1_epi32(0x0F);
+  thread_local std::vector<float> sm;
+  sm.resize(2 * groups);
+  float* const sc_own = sm.data();
+  float* const mn_own = sc_own + groups;
   for (int64_t n = n_begin; n < n_end; ++n) {
+    const uint8_t* q = w.qweight + n * rb;
+    const float* sc = sc_own;
+    const float* mn = mn_own;
+    if (sc_rows != nullptr) {  // widened by the caller once for all its K blocks
+      sc = sc_rows + (n - n_begin) * groups;
+      mn = mn_rows + (n - n_begin) * groups;
+    } else {
+      halves_to_floats(w.scale + n * groups, groups, sc_own);
+      halves_to_floats(w.min + n * groups, groups, mn_own);
+    }
+    uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
+    prefetch_rows(q + k_end / 2, (k_end - k_begin) / 2);  // this row's next K block
+    for (int64_t c = k_begin / 64; c < (k_end + 63) / 64; ++c) {
+      const int64_t klo = 64 * c, khi = klo + 32, gl = klo >> shift, gh = khi >> shift;
+      // A last chunk past K still has its 32 bytes (high nibbles zero): load them all.
+      const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q + 32 * c)));
+      const __m512 vl = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[gl]), _mm512_set1_ps(mn[gl]));
+      const __m512i tl = (__m512i)_mm512_cvtne2ps_pbh(vl, vl);
+      _mm512_storeu_si512(d + klo, _mm512_permutexvar_epi16(wd, tl));
+      if (khi >= K) break;
+      __m512i th = tl;
+      if (gh != gl) {
+        const __m512 vh = _mm512_fmadd_ps(iota, _mm512_set1_ps(sc[gh]), _mm512_set1_ps(mn[gh]));
+        th = (__m512i)_mm512_cvtne2ps_pbh(vh, vh);
+      }
+      _mm512_storeu_si512(d + khi, _mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), th));
+    }
+  }
+}
+
+void int4_dequant_avx512(const Int4Args& w, int64_t n_begin, int64_t n_end, void* dst, DType dt) {
+  if (dt == DType::kBF16)
+    return int4_dequant_bf16_avx512(w, n_begin, n_end, 0, w.K, static_cast<uint16_t*>(dst), w.K,
+                                    nullptr, nullptr);
+  const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), chunks = (K + 63) / 64;
+  const int shift = log2_of(w.group_size);
+  const __m512i mask4 = _mm512_set1_epi32(0x0F);
+  for (int64_t n = n_begin; n < n_end; ++n) {  // fp32: widen, convert, fma
     const uint8_t* q = w.qweight + n * rb;
     const uint16_t* s16 = w.scale + n * groups;
     const uint16_t* m16 = w.min + n * groups;
     auto group_scale = [&](int64_t k) { return _mm512_set1_ps(_cvtsh_ss(s16[k >> shift])); };
     auto group_min = [&](int64_t k) { return _mm512_set1_ps(_cvtsh_ss(m16[k >> shift])); };
-    if (dt == DType::kBF16) {
-      uint16_t* d = static_cast<uint16_t*>(dst) + (n - n_begin) * K;
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t klo = 64 * c, khi = klo + 32;
-        const bool half = khi >= K;
-        // A last chunk past K still has its 32 bytes (high nibbles zero): load them all.
-        const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q + 32 * c)));
-        const __m512 vl = _mm512_fmadd_ps(iota, group_scale(klo), group_min(klo));
-        const __m512i tl = (__m512i)_mm512_cvtne2ps_pbh(vl, vl);
-        _mm512_storeu_si512(d + klo, _mm512_permutexvar_epi16(wd, tl));
-        if (half) break;
-        __m512i th = tl;
-        if ((khi >> shift) != (klo >> shift)) {
-          const __m512 vh = _mm512_fmadd_ps(iota, group_scale(khi), group_min(khi));
-          th = (__m512i)_mm512_cvtne2ps_pbh(vh, vh);
-        }
-        _mm512_storeu_si512(d + khi, _mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), th));
-      }
-    } else {
-      float* d = static_cast<float*>(dst) + (n - n_begin) * K;
-      for (int64_t c = 0; c < chunks; ++c) {
-        const int64_t klo = 64 * c, khi = klo + 32;
-        for (int h = 0; h < 2; ++h) {  // bytes 16h .. 16h + 15: k = klo + 16h + j and khi + 16h + j
-          const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(q + 32 * c + 16 * h)));
-          const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(b, mask4));
-          _mm512_storeu_ps(d + klo + 16 * h, _mm512_fmadd_ps(lo, group_scale(klo), group_min(klo)));
-          if (khi < K) {
-            const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
-            _mm512_storeu_ps(d + khi + 16 * h, _mm512_fmadd_ps(hi, group_scale(khi), group_min(khi)));
-          }
+    float* d = static_cast<float*>(dst) + (n - n_begin) * K;
+    for (int64_t c = 0; c < chunks; ++c) {
+      const int64_t klo = 64 * c, khi = klo + 32;
+      for (int h = 0; h < 2; ++h) {  // bytes 16h .. 16h + 15: k = klo + 16h + j and khi + 16h + j
+        const __m512i b = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i*)(q + 32 * c + 16 * h)));
+        const __m512 lo = _mm512_cvtepi32_ps(_mm512_and_si512(b, mask4));
+        _mm512_storeu_ps(d + klo + 16 * h, _mm512_fmadd_ps(lo, group_scale(klo), group_min(klo)));
+        if (khi < K) {
+          const __m512 hi = _mm512_cvtepi32_ps(_mm512_srli_epi32(b, 4));
+          _mm512_storeu_ps(d + khi + 16 * h, _mm512_fmadd_ps(hi, group_scale(khi), group_min(khi)));
         }
       }
     }
@@ -298,6 +383,24 @@ void int8_dequant_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, void
           _mm512_storeu_ps(d + 16, b);
         }
       }
+    }
+  }
+}
+
+void int8_dequant_bf16_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, int64_t k_begin,
+                              int64_t k_end, uint16_t* dst, int64_t ldd) {
+  const int64_t K = w.K, shift = log2_of(w.group_size), groups = K / w.group_size;
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const int8_t* q = w.qweight + n * K;
+    uint16_t* d = dst + (n - n_begin) * ldd - k_begin;
+    prefetch_rows(q + k_end, k_end - k_begin);  // this row's next K block
+    for (int64_t k = k_begin; k < k_end; k += 32) {
+      const __m512 s = _mm512_set1_ps(_cvtsh_ss(w.scale[n * groups + (k >> shift)]));
+      const __m512 a = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q + k)))), s);
+      const __m512 b = _mm512_mul_ps(
+          _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q + k + 16)))), s);
+      _mm512_storeu_si512(d + k, (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
   }
 }

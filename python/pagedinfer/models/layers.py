@@ -1,8 +1,9 @@
 """Building blocks of the models: linear layers over float or quantized weights, RoPE tables,
 and the attention metadata that every layer receives.
 
-These are plain classes, not nn.Modules: at batch 1 a decode step is ~15 ops x 30 layers, and
-module hooks and parameter bookkeeping would be pure overhead.
+These are plain classes, not nn.Modules: at batch 1 a decode step is ~10 ops x 30 layers, and
+module hooks and parameter bookkeeping would be pure overhead. The small per-layer ops (norms,
+SwiGLU, RoPE) go through pagedinfer's fused CPU kernels, with a PyTorch fallback elsewhere.
 """
 from __future__ import annotations
 
@@ -84,10 +85,44 @@ def rope_inv_freq(head_dim: int, theta: float, scaling: dict | None,
     return inv
 
 
-def rope_tables(inv_freq: torch.Tensor, max_positions: int, dtype: torch.dtype):
-    """cos and signed sin, each [max_positions, head_dim], for the half-split ("NeoX") layout:
+def rope_tables(inv_freq: torch.Tensor, max_positions: int):
+    """cos and signed sin, fp32 [max_positions, head_dim], for the half-split ("NeoX") layout:
     rotate(x) = x * cos + roll(x, D/2) * sin_signed, with sin_signed = [-sin, sin]."""
     angles = torch.arange(max_positions, dtype=torch.float64)[:, None] * inv_freq[None, :]
     cos, sin = angles.cos(), angles.sin()
-    return (torch.cat([cos, cos], -1).to(dtype).contiguous(),
-            torch.cat([-sin, sin], -1).to(dtype).contiguous())
+    return (torch.cat([cos, cos], -1).float().contiguous(),
+            torch.cat([-sin, sin], -1).float().contiguous())
+
+
+# The fused ops are CPU kernels; on other devices these helpers fall back to plain PyTorch.
+def add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float):
+    """(normalized residual + x, residual + x). On the CPU both are computed in place: x and
+    residual must be tensors this layer owns (fresh GEMM outputs)."""
+    if x.is_cpu:
+        ops.fused_add_rms_norm(x, residual, weight, eps)
+        return x, residual
+    residual = residual + x
+    return F.rms_norm(residual, (x.shape[-1],), weight, eps), residual
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    if x.is_cpu:
+        return ops.rms_norm(x, weight, eps)
+    return F.rms_norm(x, (x.shape[-1],), weight, eps)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    if x.is_cpu:
+        return ops.silu_and_mul(x)
+    d = x.shape[-1] // 2
+    return F.silu(x[:, :d]) * x[:, d:]
+
+
+def rotary_embedding(positions: torch.Tensor, qk: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor) -> torch.Tensor:
+    """Half-split RoPE on qk [T, H, D] (in place on the CPU); cos / sin fp32 [max_pos, D]."""
+    if qk.is_cpu:
+        ops.rotary_embedding(positions, qk, cos, sin)
+        return qk
+    c, s = cos[positions].unsqueeze(1).to(qk.dtype), sin[positions].unsqueeze(1).to(qk.dtype)
+    return torch.addcmul(qk * c, torch.roll(qk, qk.shape[-1] // 2, -1), s)

@@ -1,8 +1,8 @@
 """The Llama family (Llama 2/3, SmolLM, Mistral, Qwen2) on pagedinfer's ops.
 
-Per layer and step: add + RMSNorm, one fused QKV GEMM, RoPE on Q and K together, store K/V in the
-paged cache, paged attention, output GEMM, add + RMSNorm, one fused gate/up GEMM, SiLU * up, down
-GEMM. All sequences of a step are flattened into T tokens (varlen), so prefill, decode and chunked
+Per layer and step, ten calls: add + RMSNorm, one fused QKV GEMM, RoPE on Q and K together (in
+place in the QKV output), store K/V in the paged cache, paged attention, output GEMM, add +
+RMSNorm, one fused gate/up GEMM, SiLU * up, down GEMM. All sequences of a step are flattened into T tokens (varlen), so prefill, decode and chunked
 prefill are the same code. Weights are loaded by pagedinfer.loader; Q and K rows use the
 half-split RoPE layout (HF's), GGUF files are un-permuted on load.
 """
@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 import pagedinfer.ops as ops
 from pagedinfer.models.config import ModelConfig
-from pagedinfer.models.layers import AttentionMetadata, Linear, rope_inv_freq, rope_tables
+from pagedinfer.models.layers import (AttentionMetadata, Linear, add_rms_norm, rms_norm,
+                                      rope_inv_freq, rope_tables, rotary_embedding, silu_and_mul)
 
 
 class LlamaLayer:
@@ -30,31 +31,31 @@ class LlamaLayer:
         self.intermediate = c.intermediate_size
         self.scale = c.head_dim ** -0.5
         self.sliding_window = c.sliding_window
-        self.norm_shape = (c.hidden_size,)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None, cos: torch.Tensor,
                 sin: torch.Tensor, meta: AttentionMetadata, key_cache: torch.Tensor,
                 value_cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: [T, H] this layer's input delta, residual: [T, H] the stream before it (None in
-        layer 0, where x is the embedding). Returns (delta, residual) for the next layer."""
+        layer 0, where x is the embedding). Returns (delta, residual) for the next layer; both
+        may be updated in place."""
         T = x.shape[0]
-        residual = x if residual is None else residual + x
-        h = F.rms_norm(residual, self.norm_shape, self.attn_norm, self.eps)
+        if residual is None:
+            residual, h = x, rms_norm(x, self.attn_norm, self.eps)
+        else:
+            h, residual = add_rms_norm(x, residual, self.attn_norm, self.eps)
         qkv = self.qkv(h)
-        qk = qkv[:, : self.q_size + self.kv_size].view(T, -1, self.head_dim)
-        qk = torch.addcmul(qk * cos, torch.roll(qk, self.head_dim // 2, -1), sin)
+        qk = rotary_embedding(meta.positions,
+                              qkv[:, : self.q_size + self.kv_size].view(T, -1, self.head_dim),
+                              cos, sin)
         v = qkv[:, self.q_size + self.kv_size:].view(T, self.num_kv_heads, self.head_dim)
         q, k = qk[:, : self.num_heads], qk[:, self.num_heads:]
         ops.reshape_and_cache(k, v, key_cache, value_cache, meta.slot_mapping)
         attn = ops.paged_attention(q, key_cache, value_cache, meta.query_start_loc, meta.seq_lens,
                                    meta.block_tables, scale=self.scale,
                                    sliding_window=self.sliding_window)
-        x = self.o(attn.view(T, self.q_size))
-        residual = residual + x
-        h = F.rms_norm(residual, self.norm_shape, self.ffn_norm, self.eps)
-        gate_up = self.gate_up(h)
-        x = F.silu(gate_up[:, : self.intermediate]) * gate_up[:, self.intermediate:]
-        return self.down(x), residual
+        h, residual = add_rms_norm(self.o(attn.view(T, self.q_size)), residual, self.ffn_norm,
+                                   self.eps)
+        return self.down(silu_and_mul(self.gate_up(h))), residual
 
 
 class LlamaModel:
@@ -70,19 +71,17 @@ class LlamaModel:
         self.layers = [LlamaLayer(config, w) for w in weights["layers"]]
         inv_freq = rope_inv_freq(config.head_dim, config.rope_theta, config.rope_scaling,
                                  rope_freq_factors)
-        self.cos, self.sin = rope_tables(inv_freq, max_positions, dtype)
+        self.cos, self.sin = rope_tables(inv_freq, max_positions)  # fp32 [max_positions, D]
 
     def forward(self, input_ids: torch.Tensor, meta: AttentionMetadata,
                 kv_caches: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """input_ids: int64 [T] -> final hidden states [T, H] (normed)."""
         x = F.embedding(input_ids, self.embed)
-        cos = self.cos[meta.positions].unsqueeze(1)  # [T, 1, D], shared by all layers
-        sin = self.sin[meta.positions].unsqueeze(1)
         residual = None
         for layer, (key_cache, value_cache) in zip(self.layers, kv_caches):
-            x, residual = layer.forward(x, residual, cos, sin, meta, key_cache, value_cache)
-        return F.rms_norm(residual + x, (self.config.hidden_size,), self.norm,
-                          self.config.rms_norm_eps)
+            x, residual = layer.forward(x, residual, self.cos, self.sin, meta, key_cache,
+                                        value_cache)
+        return add_rms_norm(x, residual, self.norm, self.config.rms_norm_eps)[0]
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """hidden: [S, H] -> float32 logits [S, vocab]."""

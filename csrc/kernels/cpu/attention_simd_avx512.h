@@ -1,0 +1,74 @@
+// Vector helpers shared by the AVX-512 and AMX attention files (both compiled with AVX-512 flags).
+#pragma once
+
+#include <immintrin.h>
+
+namespace pagedinfer::cpu::avx512_attn {
+
+// exp(x) for x <= ~88: 2^(x log2 e) = 2^n * 2^f, |f| <= 1/2, 2^f by a degree-6 polynomial
+// (relative error ~2e-7); inputs below -100 give ~0 (use a mask where exact zeros matter).
+inline __m512 exp512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-100.0f));
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_mul_ps(_mm512_sub_ps(t, n), _mm512_set1_ps(0.693147180559945309f));
+  __m512 y = _mm512_set1_ps(1.0f / 720);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 120));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 24));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f / 6));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.5f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(y, n);
+}
+
+// Lane r of the result: (bf16(a[r]), bf16(b[r])) as one dword, the pair layout of vdpbf16ps.
+inline __m512i pack_pair(__m512 a, __m512 b) {
+  const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+  const __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+  return _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+}
+
+// V rows of two keys interleaved by vpunpck{l,h}wd put, at packed position q of each 32-wide
+// chunk, the head-dim index packed_d(q).
+inline int packed_d(int q) { return (q & ~31) + 8 * ((q & 15) >> 2) + (q & 3) + 4 * ((q & 31) >> 4); }
+
+// out[c] = column c of the 16 x 16 dword matrix in rows r[0..15].
+inline void transpose16(const __m512i* r, __m512i* out) {
+  __m512i t[16], u[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    u[4 * i + 0] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+    u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+    u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+  }
+  // u[4i + k], 128-bit lane L: rows 4i..4i+3 of column 4L + k.
+  for (int k = 0; k < 4; ++k) {
+    const __m512i x01 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
+    const __m512i x23 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xEE);
+    const __m512i y01 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
+    const __m512i y23 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xEE);
+    out[0 + k] = _mm512_shuffle_i32x4(x01, y01, 0x88);
+    out[4 + k] = _mm512_shuffle_i32x4(x01, y01, 0xDD);
+    out[8 + k] = _mm512_shuffle_i32x4(x23, y23, 0x88);
+    out[12 + k] = _mm512_shuffle_i32x4(x23, y23, 0xDD);
+  }
+}
+
+// Row [D] in packed order (see packed_d) -> natural order, in place.
+inline void unpack_row(float* row, int D) {
+  alignas(64) static const int32_t idx0[16] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23};
+  alignas(64) static const int32_t idx1[16] = {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+  const __m512i i0 = _mm512_load_si512(idx0), i1 = _mm512_load_si512(idx1);
+  for (int c = 0; c < D; c += 32) {
+    const __m512 lo = _mm512_loadu_ps(row + c), hi = _mm512_loadu_ps(row + c + 16);
+    _mm512_storeu_ps(row + c, _mm512_permutex2var_ps(lo, i0, hi));
+    _mm512_storeu_ps(row + c + 16, _mm512_permutex2var_ps(lo, i1, hi));
+  }
+}
+
+}  // namespace pagedinfer::cpu::avx512_attn

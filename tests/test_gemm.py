@@ -1,0 +1,143 @@
+"""int4_linear / int8_linear against tests/reference.py, on every ISA twin and both strategies
+(GEMV for small M, dequantized panels for large M)."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pagedinfer
+import pagedinfer.ops as ops
+from pagedinfer.quant import Int4Weight, Int8Weight
+from conftest import DTYPES
+import reference as ref
+
+# |y - y_ref| <= tol * (max |y_ref| + 1): fp32 activations keep fp32-level accuracy (bf16 x is
+# split hi + lo in the kernels), bf16 / fp16 are held to their own rounding.
+TOL = {torch.float32: 2e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
+
+SHAPES = [  # N, K, group_size: K not a multiple of 64 or 256, odd N
+    (19, 96, 32), (33, 192, 64), (7, 384, 128), (64, 544, 32), (130, 1088, 64),
+]
+MS = [1, 2, 3, 4, 5, 17, 64, 300]
+
+
+@pytest.fixture(params=["best", "scalar"])
+def isa(request):
+    pagedinfer._C.set_cpu_isa(request.param)
+    yield request.param
+    pagedinfer._C.set_cpu_isa("best")
+
+
+def make(kind, n, k, g):
+    w = torch.randn(n, k) * 0.05
+    return Int4Weight.quantize(w, g) if kind == "int4" else Int8Weight.quantize(w, g)
+
+
+def run(kind, x, w, bias=None):
+    return (ops.int4_linear if kind == "int4" else ops.int8_linear)(x, w, bias)
+
+
+def reference(kind, x, w, bias=None):
+    if kind == "int4":
+        return ref.int4_linear(x, w.qweight, w.scale, w.min, w.group_size, bias)
+    return ref.int8_linear(x, w.qweight, w.scale, w.group_size, bias)
+
+
+def check_close(y, want, dtype):
+    assert y.dtype == want.dtype and y.shape == want.shape
+    assert not torch.isnan(y).any()
+    err = (y.float() - want.float()).abs().max().item()
+    assert err <= TOL[dtype] * (want.float().abs().max().item() + 1.0), err
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,k,g", SHAPES)
+def test_linear_matches_reference(isa, kind, dtype, n, k, g):
+    w = make(kind, n, k, g)
+    bias = torch.randn(n)
+    for m in MS:
+        if isa == "scalar" and m * n * k > 4e6:
+            continue  # the scalar twin is slow; its large-M path is covered by smaller shapes
+        x = torch.randn(m, k).to(dtype)
+        b = bias if m % 2 else None
+        check_close(run(kind, x, w, b), reference(kind, x, w, b), dtype)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("m", [1, 3, 40])
+def test_linear_3d_and_noncontiguous(kind, dtype, m):
+    n, k, g = 45, 320, 32
+    w = make(kind, n, k, g)
+    base = torch.randn(2, k, 2 * m).to(dtype)
+    x = base.transpose(1, 2)[:, ::2]  # [2, m, k], strided in every dim
+    assert not x.is_contiguous()
+    bias = torch.randn(n).to(dtype)
+    check_close(run(kind, x, w, bias), reference(kind, x, w, bias), dtype)
+    x1 = torch.randn(k).to(dtype)  # 1-D input
+    check_close(run(kind, x1, w), reference(kind, x1, w), dtype)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_linear_empty_batch(kind):
+    w = make(kind, 16, 64, 32)
+    assert run(kind, torch.randn(0, 64), w).shape == (0, 16)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_dequantize_matches_reference_unpacking(kind):
+    w = make(kind, 37, 224, 32)
+    if kind == "int4":
+        want = ref.dequantize_int4(w.qweight, w.scale, w.min, 32)
+    else:
+        want = ref.dequantize_int8(w.qweight, w.scale, 32)
+    assert torch.equal(w.dequantize(), want)
+
+
+def test_bad_inputs():
+    w4 = make("int4", 16, 128, 32)
+    w8 = make("int8", 16, 128, 32)
+    x = torch.randn(3, 128)
+    with pytest.raises(ValueError, match=r"x.size\(-1\).*must be 128 .*, got 96"):
+        ops.int4_linear(torch.randn(3, 96), w4)
+    with pytest.raises(ValueError, match=r"x.size\(-1\).*must be 128 .*, got 64"):
+        ops.int8_linear(torch.randn(3, 64), w8)
+    with pytest.raises(ValueError, match="x must have dtype Float or BFloat16 or Half, got Int"):
+        ops.int4_linear(torch.ones(3, 128, dtype=torch.int32), w4)
+    with pytest.raises(ValueError, match="group_size must be 32, 64 or 128, got 16"):
+        torch.ops.pagedinfer.int4_linear(x, w4.qweight, w4.scale, w4.min, 16)
+    with pytest.raises(ValueError, match="qweight must have dtype Byte, got Char"):
+        torch.ops.pagedinfer.int4_linear(x, w4.qweight.view(torch.int8), w4.scale, w4.min, 32)
+    with pytest.raises(ValueError, match="scale must have dtype Half, got Float"):
+        torch.ops.pagedinfer.int8_linear(x, w8.qweight, w8.scale.float(), 32)
+    with pytest.raises(ValueError, match=r"qweight.size\(1\).*must be 64, got 32"):
+        torch.ops.pagedinfer.int4_linear(x, w4.qweight[:, :32].contiguous(), w4.scale, w4.min, 32)
+    with pytest.raises(ValueError, match=r"min.size\(0\) \(N, out_features\) must be 16, got 8"):
+        torch.ops.pagedinfer.int4_linear(x, w4.qweight, w4.scale, w4.min[:8], 32)
+    with pytest.raises(ValueError, match=r"bias.size\(0\) \(N, out_features\) must be 16, got 15"):
+        ops.int8_linear(x, w8, torch.randn(15))
+    with pytest.raises(ValueError, match="must be divisible by group_size 64, got K=96"):
+        Int4Weight.quantize(torch.randn(4, 96), 64)
+    with pytest.raises(ValueError, match="group_size must be one of"):
+        Int8Weight.quantize(torch.randn(4, 96), 48)
+
+
+@pytest.mark.parametrize("m", [1, 33])
+def test_opcheck(m):
+    w4 = make("int4", 24, 192, 64)
+    w8 = make("int8", 24, 192, 32)
+    for dtype in (torch.float32, torch.bfloat16):
+        x = torch.randn(m, 192).to(dtype)
+        b = torch.randn(24).to(dtype)
+        torch.library.opcheck(torch.ops.pagedinfer.int4_linear, (x, w4.qweight, w4.scale, w4.min, 64, b))
+        torch.library.opcheck(torch.ops.pagedinfer.int8_linear, (x, w8.qweight, w8.scale, 32, None))
+
+
+def test_under_torch_compile():
+    from pagedinfer.nn import Int4Linear
+
+    layer = Int4Linear.from_float(torch.nn.Linear(128, 40), group_size=32)
+    compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
+    x = torch.randn(2, 5, 128)
+    check_close(compiled(x), layer(x), torch.float32)
