@@ -25,7 +25,12 @@ STORY = ("Write a short story about a lighthouse keeper who finds a message in a
          "Describe the sea, the weather and what the message says.")
 EDIT_TEXT = ("The old lighthouse stood on the rocks at the edge of the bay. Every night the keeper "
              "climbed the ninety steps to light the lamp, and every morning he wrote the weather "
-             "in a small blue book. Ships passed far out at sea, and none of them ever stopped.")
+             "in a small blue book. Ships passed far out at sea, and none of them ever stopped. "
+             "In the winter the storms came from the north, and the waves broke over the rocks "
+             "so high that the salt reached the windows of the lamp room. The keeper did not mind "
+             "the storms. He liked to listen to the wind while he cleaned the glass and trimmed "
+             "the wick, and he liked to count the ships that passed safely because of his light. "
+             "In the spring he painted the door red again and planted potatoes behind the house.")
 EDIT = ("Repeat the following text exactly, but replace the word 'keeper' with 'guardian':\n\n"
         + EDIT_TEXT)
 
@@ -53,9 +58,11 @@ def bench_spec(ctx: BenchContext):
     path = default_model_path()
     max_tokens = 24 if ctx.quick else 96
     runs = 1 if ctx.quick else max(1, min(ctx.repeat, 3))
-    k_model = 4 if ctx.quick else 5
     params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
-    common = dict(tokenizer=path, kv_cache_memory="256MiB", progress=False, device=str(ctx.device))
+    # No prefix caching: every run is a cold start, so runs (and bf16 numerics, which depend on
+    # how the prompt was chunked) are alike and outputs comparable token for token.
+    common = dict(tokenizer=path, kv_cache_memory="256MiB", progress=False, device=str(ctx.device),
+                  enable_prefix_caching=False)
     rows = []
 
     def case(name, target, prompt, specs):
@@ -86,17 +93,21 @@ def bench_spec(ctx: BenchContext):
             rows.append(ctx.row("spec", name, impl, stats, baseline=base,
                                 tokens_per_s=1.0 / stats.median_s, identical_output=same, **m))
 
-    for dtype in ([torch.float32] if ctx.quick else [torch.float32, torch.bfloat16]):
+    # k per target dtype: an fp32 GEMM (MKL) costs ~1.3x at M=3 but ~2x at M=4-5 against M=1
+    # on the development machine, so a small k suits the fp32 target; bf16 verification costs
+    # about the same for M = 1..9, so a larger k pays there.
+    dtypes = {torch.float32: [2, 3]} if ctx.quick else {torch.float32: [2, 3], torch.bfloat16: [4, 8]}
+    for dtype, ks in dtypes.items():
         target, _ = load_model(path, dtype, 2048, "float", progress=False)
         draft_q41, _ = load_model(path, dtype, 2048, None, progress=False)
         name = f"story, target {str(dtype).replace('torch.', '')} weights"
         case(name, target, STORY,
-             [("int4-self", dict(method="int4-self", num_speculative_tokens=k_model)),
-              ("draft Q4_1 gguf", dict(method="draft", model=draft_q41,
-                                       num_speculative_tokens=k_model))])
+             [("int4-self", dict(method="int4-self", num_speculative_tokens=k)) for k in ks]
+             + [("draft Q4_1 gguf", dict(method="draft", model=draft_q41,
+                                         num_speculative_tokens=ks[-1]))])
         del target, draft_q41
     target, _ = load_model(path, torch.float32, 2048, None, progress=False)
     case("edit a given text, target Q4_1", target, EDIT,
          [("ngram", dict(method="ngram", num_speculative_tokens=k))
-          for k in ([3] if ctx.quick else [3, 6])])
+          for k in ([3] if ctx.quick else [3, 5])])
     return rows

@@ -33,7 +33,7 @@ class NgramProposer:
 
     num_blocks_used = 0
 
-    def __init__(self, min_n: int = 1, max_n: int = 3):
+    def __init__(self, min_n: int = 2, max_n: int = 4):
         self.min_n, self.max_n = min_n, max_n
 
     def propose(self, seqs, num_tokens, generators):
@@ -149,8 +149,8 @@ def int4_self_model(target, dtype: torch.dtype | None = None, group_size: int = 
     asymmetric, per group of group_size along K), the LM head to INT8 (the same group size; it
     is the one matrix whose error moves every logit, and an INT4 head loses ~1/3 of the
     acceptances on the default model). dtype: the draft's activation and KV dtype (its cache is
-    its own), default the target's; the embedding, norms and RoPE tables are shared with the
-    target when the dtypes agree, converted otherwise."""
+    its own), default the target's; the embedding and norms are shared with the target when the
+    dtypes agree (converted otherwise), the RoPE tables always."""
     import copy
 
     from pagedinfer.models.layers import Linear
@@ -169,7 +169,6 @@ def int4_self_model(target, dtype: torch.dtype | None = None, group_size: int = 
     draft = copy.copy(target)
     draft.dtype = dtype
     draft.embed, draft.norm = target.embed.to(dtype), target.norm.to(dtype)
-    draft.cos, draft.sin = target.cos.to(dtype), target.sin.to(dtype)
     draft.lm_head = q(target.lm_head, Int8Weight)
     draft.layers = []
     for layer in target.layers:

@@ -161,8 +161,7 @@ def build_spec_decoder(llm, config: SpeculativeConfig, progress: bool = True) ->
         return SpecDecoder(llm, config, NgramProposer(config.prompt_lookup_min,
                                                       config.prompt_lookup_max))
     if config.method == "int4-self":
-        # On CPU the INT4 kernel is fastest with fp32 activations, whatever the target's dtype.
-        draft = int4_self_model(llm.model, torch.float32 if llm.device.type == "cpu" else None)
+        draft = int4_self_model(llm.model)
     else:
         if isinstance(config.model, str):
             from pagedinfer.loader import load_model

@@ -37,8 +37,8 @@ class SpeculativeConfig:
     method: str
     num_speculative_tokens: int = 4
     model: str | None = None
-    prompt_lookup_max: int = 3
-    prompt_lookup_min: int = 1
+    prompt_lookup_max: int = 4
+    prompt_lookup_min: int = 2  # 1-token matches are mostly chance: drafts that get rejected
 
     @classmethod
     def from_dict(cls, spec: dict | "SpeculativeConfig") -> "SpeculativeConfig":
