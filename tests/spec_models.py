@@ -23,7 +23,8 @@ def write_tiny_llama(path: str, seed: int, vocab: int = VOCAB, layers: int = 2, 
     for i in range(layers):
         p = f"model.layers.{i}."
         shapes.update({
-            p + "input_layernorm.weight": (hidden,), p + "post_attention_layernorm.weight": (hidden,),
+            p + "input_layernorm.weight": (hidden,),
+            p + "post_attention_layernorm.weight": (hidden,),
             p + "self_attn.q_proj.weight": (heads * head_dim, hidden),
             p + "self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
             p + "self_attn.v_proj.weight": (kv_heads * head_dim, hidden),

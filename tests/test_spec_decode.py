@@ -70,7 +70,8 @@ def reference(models):
     dict(method="int4-self", num_speculative_tokens=8),
 ], ids=["ngram-k3", "draft-k5", "other-draft-k1", "int4-self-k8"])
 def test_greedy_matches_the_target_alone_under_preemption(models, reference, spec):
-    spec = dict(spec, model=models[spec.get("model", "draft")]) if spec["method"] == "draft" else spec
+    if spec["method"] == "draft":
+        spec = dict(spec, model=models[spec.get("model", "draft")])
     prompts, params = batch_case()
     llm = make_llm(models, spec, blocks=24)  # ~2 long sequences' worth: forces preemption
     out = llm.generate(prompts, params, use_tqdm=False)

@@ -120,7 +120,8 @@ def test_verify_greedy():
 
 @pytest.mark.parametrize("spec, message", [
     (dict(method="medusa"), "unknown method 'medusa'"),
-    (dict(method="ngram", num_speculative_tokens=0), "num_speculative_tokens must be an int in 1..16, got 0"),
+    (dict(method="ngram", num_speculative_tokens=0),
+     "num_speculative_tokens must be an int in 1..16, got 0"),
     (dict(method="ngram", num_speculative_tokens=17), "got 17"),
     (dict(method="ngram", num_speculative_tokens=2.5), "got 2.5"),
     (dict(method="draft"), "needs model="),

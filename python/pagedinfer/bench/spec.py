@@ -96,7 +96,9 @@ def bench_spec(ctx: BenchContext):
     # k per target dtype: an fp32 GEMM (MKL) costs ~1.3x at M=3 but ~2x at M=4-5 against M=1
     # on the development machine, so a small k suits the fp32 target; bf16 verification costs
     # about the same for M = 1..9, so a larger k pays there.
-    dtypes = {torch.float32: [2, 3]} if ctx.quick else {torch.float32: [2, 3], torch.bfloat16: [4, 8]}
+    dtypes = {torch.float32: [2, 3]}
+    if not ctx.quick:
+        dtypes[torch.bfloat16] = [4, 8]
     for dtype, ks in dtypes.items():
         target, _ = load_model(path, dtype, 2048, "float", progress=False)
         draft_q41, _ = load_model(path, dtype, 2048, None, progress=False)

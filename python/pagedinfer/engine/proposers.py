@@ -98,7 +98,8 @@ class DraftModelProposer:
         probs: dict[int, list[torch.Tensor]] = {id(s): [] for s in active}
         step = 0
         while active:
-            batch = ScheduledBatch(list(active), [s.num_tokens - s.num_computed_tokens for s in active])
+            batch = ScheduledBatch(list(active),
+                                   [s.num_tokens - s.num_computed_tokens for s in active])
             input_ids, meta, _, last = self.runner.prepare(batch)
             hidden = self.model.forward(input_ids, meta, self.runner.kv_caches)
             logits = self.model.compute_logits(hidden[last])
@@ -174,6 +175,7 @@ def int4_self_model(target, dtype: torch.dtype | None = None, group_size: int = 
     for layer in target.layers:
         new = copy.copy(layer)
         new.attn_norm, new.ffn_norm = layer.attn_norm.to(dtype), layer.ffn_norm.to(dtype)
-        new.qkv, new.o, new.gate_up, new.down = q(layer.qkv), q(layer.o), q(layer.gate_up), q(layer.down)
+        new.qkv, new.o = q(layer.qkv), q(layer.o)
+        new.gate_up, new.down = q(layer.gate_up), q(layer.down)
         draft.layers.append(new)
     return draft

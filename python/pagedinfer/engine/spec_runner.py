@@ -50,7 +50,8 @@ class SpecDecoder:
             "verifications": n,
             "draft_tokens": self.num_draft_tokens,
             "accepted_tokens": self.num_accepted_tokens,
-            "acceptance_rate": self.num_accepted_tokens / self.num_draft_tokens if self.num_draft_tokens else 0.0,
+            "acceptance_rate": (self.num_accepted_tokens / self.num_draft_tokens
+                                if self.num_draft_tokens else 0.0),
             "mean_accepted_length": self.num_emitted_tokens / n if n else 0.0,
             "propose_s": self.propose_time,
             "target_s": self.target_time,
@@ -102,8 +103,10 @@ class SpecDecoder:
                 owners.append((i, len(rows), end - first))
                 rows.extend(range(first, end))
             start = end
-        logits = llm.model.compute_logits(hidden[torch.tensor(rows, device=hidden.device)]) if rows else None
-        argmax = logits.argmax(-1).tolist() if rows else []
+        logits, argmax = None, []
+        if rows:
+            logits = llm.model.compute_logits(hidden[torch.tensor(rows, device=hidden.device)])
+            argmax = logits.argmax(-1).tolist()
         self.target_time += time.perf_counter() - t1
         self.propose_time += t1 - t0
         # ---- verify and emit --------------------------------------------------------------------
@@ -175,7 +178,8 @@ def build_spec_decoder(llm, config: SpeculativeConfig, progress: bool = True) ->
                              f"{llm.config.vocab_size}; they must be the same vocabulary")
         if draft.cos.shape[0] < llm.max_model_len:
             raise ValueError(f"speculative: the draft model's RoPE table covers "
-                             f"{draft.cos.shape[0]} positions, max_model_len is {llm.max_model_len}")
+                             f"{draft.cos.shape[0]} positions, max_model_len is "
+                             f"{llm.max_model_len}")
     bm = llm.block_manager
     return SpecDecoder(llm, config, DraftModelProposer(draft, bm.num_blocks, bm.block_size,
                                                        llm.device))
