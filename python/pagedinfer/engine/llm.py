@@ -56,6 +56,8 @@ class LLM:
             self.model, self.model_path = model, None
             if model.dtype != self.dtype:
                 raise ValueError(f"LLM: the model was loaded in {model.dtype}, dtype is {self.dtype}")
+        if self.device.type != "cpu":
+            self.model.to(self.device)
         self.config = self.model.config
         if tokenizer is None or isinstance(tokenizer, str):
             if tokenizer is None and self.model_path is None:
