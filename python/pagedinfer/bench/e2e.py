@@ -15,6 +15,7 @@ GB/s = weight bytes read per model step / step time, held against the machine's 
 """
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -120,6 +121,7 @@ def e2e_suite(ctx: BenchContext) -> list[Row]:
                                 limit="read_gbps", tok_per_s=tps, ttft_ms=ttft * 1e3,
                                 itl_ms=itl * 1e3))
             target = TARGETS.get(("decode", c))
+            print(f"e2e {name} decode x{c}: {tps:.1f} tok/s", file=sys.stderr, flush=True)
             table.add_row(name, f"decode, {c} concurrent", f"{tps:.0f}",
                           f">= {target:.0f}" if target else "", f"{ttft * 1e3:.1f}",
                           f"{itl * 1e3:.2f}", f"{rows[-1].gbps:.1f}")
