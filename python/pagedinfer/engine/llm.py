@@ -143,11 +143,11 @@ class LLM:
             old_len = len(seq.output_text)
             seq.output_text += after[len(before):]
             seq.prefix_offset, seq.read_offset = seq.read_offset, len(ids)
-            for stop in seq.params.stop:
-                at = seq.output_text.find(stop, max(0, old_len - len(stop) + 1))
-                if at >= 0:
-                    seq.output_text = seq.output_text[:at]
-                    self.scheduler.finish(seq, "stop")
+            hits = [at for stop in seq.params.stop
+                    if (at := seq.output_text.find(stop, max(0, old_len - len(stop) + 1))) >= 0]
+            if hits:  # cut at the earliest stop string
+                seq.output_text = seq.output_text[: min(hits)]
+                self.scheduler.finish(seq, "stop")
         elif seq.is_finished and seq.read_offset < len(ids):  # flush what is left
             seq.output_text += after[len(before):]
 
