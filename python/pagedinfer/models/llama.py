@@ -98,5 +98,9 @@ class LlamaModel:
         return self
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [S, H] -> float32 logits [S, vocab]."""
-        return self.lm_head(hidden).float()
+        """hidden: [S, H] -> float32 logits [S, vocab]. A quantized head takes fp32 activations
+        (same weight bytes, and no [S, vocab] conversion afterwards: at batch 1 that copy is a
+        parallel aten op costing more than the head itself on a busy 2-core machine)."""
+        if isinstance(self.lm_head.weight, torch.Tensor):
+            return self.lm_head(hidden).float()
+        return self.lm_head(hidden.float())
