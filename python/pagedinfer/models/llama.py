@@ -98,9 +98,8 @@ class LlamaModel:
         return self
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [S, H] -> float32 logits [S, vocab]. A quantized head takes fp32 activations
-        (same weight bytes, and no [S, vocab] conversion afterwards: at batch 1 that copy is a
-        parallel aten op costing more than the head itself on a busy 2-core machine)."""
-        if isinstance(self.lm_head.weight, torch.Tensor):
-            return self.lm_head(hidden).float()
-        return self.lm_head(hidden.float())
+        """hidden: [S, H] -> logits [S, vocab] in the activation dtype. Not converted to fp32
+        here: greedy argmax is the same on bf16 logits, the sampler widens the rows it samples,
+        and at batch 1 an [S, vocab] conversion is a parallel aten op that costs more than the
+        head itself on a busy 2-core machine."""
+        return self.lm_head(hidden)
