@@ -75,7 +75,15 @@ class CMakeBuild(build_ext):
         cmake = _tool("cmake")
         subprocess.run([cmake, "-S", str(ROOT), "-B", str(build_dir), "-G", "Ninja", *args],
                        check=True, env=env)
-        subprocess.run([cmake, "--build", str(build_dir), "-j", jobs], check=True, env=env)
+        # Keep the compiler's output (ptxas register and spill lines included) in build.log.
+        with open(build_dir / "build.log", "w") as log:
+            proc = subprocess.Popen([cmake, "--build", str(build_dir), "-j", jobs], env=env,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+            if proc.wait() != 0:
+                raise RuntimeError(f"pagedinfer build failed; see {build_dir / 'build.log'}")
 
 
 setup(

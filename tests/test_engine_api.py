@@ -157,3 +157,12 @@ def test_bad_models(tmp_path):
         LLM(str(other), progress=False)
     with pytest.raises(ValueError, match="dtype"):
         LLM(dtype="int8", progress=False)
+
+
+def test_max_model_len_ends_generation():
+    llm = make_llm(max_model_len=24)
+    prompt = list(range(1000, 1020))
+    out = llm.generate([prompt], SamplingParams(max_tokens=50, temperature=0, ignore_eos=True),
+                       use_tqdm=False)[0]
+    assert out.outputs[0].finish_reason == "length" and len(out.outputs[0].token_ids) == 4
+    assert_pool_free(llm)

@@ -11,7 +11,7 @@
 namespace pagedinfer::ops {
 namespace {
 
-constexpr int64_t kGrainElems = 32 * 1024;
+constexpr int64_t kGrainElems = 256 * 1024;  // below this a thread hand-off costs more than it saves
 
 cpu::LayerDtype layer_dtype(const at::Tensor& t, const char* op, const char* name) {
   check_dtype(t, op, name, {at::kFloat, at::kBFloat16, at::kHalf});

@@ -126,7 +126,7 @@ def _add_model_args(p: argparse.ArgumentParser, max_tokens: int, temperature: fl
     p.add_argument("--top-k", type=int, default=0, help="0 = off")
     p.add_argument("--top-p", type=float, default=1.0, help="1.0 = off")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--dtype", default="float32", help="activation dtype: float32 or bfloat16")
+    p.add_argument("--dtype", default="bfloat16", help="activation dtype: bfloat16 (default) or float32")
     p.add_argument("--device", default="cpu")
     p.add_argument("--kv-cache-memory", default="512MiB", help="KV-cache pool size (default 512MiB)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's)")

@@ -16,7 +16,8 @@ def _reshape_and_cache(ctx: BenchContext, rows: list[Row], dtype: torch.dtype) -
     elem = torch.tensor([], dtype=dtype).element_size()
     row_bytes = H * D * elem
     # Each of K and V gets a cache of half the cold working set, so the scattered slots miss.
-    num_blocks = max(T // block_size * 2, cold_working_set_bytes() // 2 // (block_size * row_bytes))
+    cold = cold_working_set_bytes() if not ctx.quick else 32 << 20
+    num_blocks = max(T // block_size * 2, cold // 2 // (block_size * row_bytes))
     dev = ctx.device
     key_cache = torch.zeros(num_blocks, block_size, H, D, dtype=dtype, device=dev)
     value_cache = torch.zeros_like(key_cache)
@@ -63,7 +64,8 @@ def _copy_blocks(ctx: BenchContext, rows: list[Row], dtype: torch.dtype) -> None
     block_bytes = block_size * H * D * elem
     dev = ctx.device
     # Per layer cache sized so that all layers together exceed the last-level cache.
-    num_blocks = max(4 * P, cold_working_set_bytes() // (2 * L * block_bytes))
+    cold = cold_working_set_bytes() if not ctx.quick else 32 << 20
+    num_blocks = max(4 * P, cold // (2 * L * block_bytes))
     key_caches = [torch.zeros(num_blocks, block_size, H, D, dtype=dtype, device=dev) for _ in range(L)]
     value_caches = [torch.zeros_like(c) for c in key_caches]
     mappings = []

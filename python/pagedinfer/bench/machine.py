@@ -26,7 +26,7 @@ def _cpu_name() -> str:
 
 def _measure(ctx: BenchContext) -> tuple[dict, list[Row]]:
     dev = ctx.device
-    ws = cold_working_set_bytes()
+    ws = cold_working_set_bytes() if not ctx.quick else 64 << 20
     rows: list[Row] = []
     name = "machine"
 
@@ -48,7 +48,7 @@ def _measure(ctx: BenchContext) -> tuple[dict, list[Row]]:
                         limit_key="copy_gbps"))
     del flat, dst
 
-    m, n, k = 512, 4096, 4096
+    m, n, k = (512, 4096, 4096) if not ctx.quick else (128, 1024, 1024)
     limits = {}
     for dtype, key in ((torch.float32, "fp32_gflops"), (torch.bfloat16, "bf16_gflops")):
         a = torch.randn(m, k, device=dev, dtype=dtype)

@@ -40,6 +40,21 @@ def print_rows(rows: list[Row], machine: dict | None, console: Console | None = 
             table.add_row(r.case, r.impl, _fmt(r.median_ms, ".3f"), _fmt(r.spread_pct, ".0f"),
                           _fmt(r.gbps, ".1f"), _fmt(r.gflops, ".1f"), limit, vs, style=style)
         console.print(table)
+    if len(by_suite) > 1:
+        print_summary(rows, console)
+
+
+def print_summary(rows: list[Row], console: Console) -> None:
+    """One line per pagedinfer case: its share of the machine limit and its ratio to baseline."""
+    table = Table(title="summary: pagedinfer against the machine and against PyTorch")
+    for col in ("suite", "case", "% of limit", "limit", "vs baseline"):
+        table.add_column(col, justify="right" if col in ("% of limit", "vs baseline") else "left")
+    for r in rows:
+        if r.impl != "pagedinfer":
+            continue
+        table.add_row(r.suite, r.case, _fmt(r.pct_of_limit, ".0f"), r.limit_name or "",
+                      f"{r.speedup_vs_baseline:.2f}x {r.baseline}" if r.speedup_vs_baseline else "")
+    console.print(table)
 
 
 def write_json(path: str | Path, rows: list[Row], machine: dict | None, argv: list[str]) -> None:

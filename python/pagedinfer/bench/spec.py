@@ -5,10 +5,11 @@ emitted per verification, 1..k+1) of each method.
 
 Cases:
   int4-self  the default checkpoint dequantized to float (fp32, and bf16) as the target, its own
-             INT4 quantization (RTN, group 32) drafting
+             INT4 quantization (RTN, group 32; INT8 LM head) drafting
   draft      the same float target, drafted by the Q4_1 GGUF file itself (a separate model)
-  ngram      the default Q4_1 model as the target, prompt lookup drafting, on a prompt that asks
-             to repeat a given text with small edits (where prompt lookup shines)
+  ngram      the default Q4_1 model as the target (bf16 activations, the LLM default), prompt
+             lookup drafting, on a prompt that asks to repeat a given text with a small edit
+             (where prompt lookup shines)
 
 Times: decode only (from the first generated token to the last; prefill excluded), median of
 the runs; `speedup` = target-alone time per token / speculative time per token.
@@ -108,8 +109,8 @@ def bench_spec(ctx: BenchContext):
              + [("draft Q4_1 gguf", dict(method="draft", model=draft_q41,
                                          num_speculative_tokens=ks[-1]))])
         del target, draft_q41
-    target, _ = load_model(path, torch.float32, 2048, None, progress=False)
-    case("edit a given text, target Q4_1", target, EDIT,
+    target, _ = load_model(path, torch.bfloat16, 2048, None, progress=False)  # LLM's default
+    case("edit a given text, target Q4_1 (bf16 act.)", target, EDIT,
          [("ngram", dict(method="ngram", num_speculative_tokens=k))
           for k in ([3] if ctx.quick else [3, 5])])
     return rows

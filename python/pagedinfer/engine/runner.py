@@ -81,5 +81,5 @@ class ModelRunner:
     def logits_all(self, batch: ScheduledBatch) -> torch.Tensor:
         """float32 logits [T, vocab] of every computed token (for tests: teacher forcing)."""
         input_ids, meta, _, _ = self.prepare(batch)
-        return self.model.compute_logits(self.model.forward(input_ids, meta, self.kv_caches))
+        return self.model.compute_logits(self.model.forward(input_ids, meta, self.kv_caches)).float()
 

@@ -18,7 +18,7 @@ class Sampler:
 
     def __call__(self, logits: torch.Tensor, params: list[SamplingParams],
                  generators: list[torch.Generator | None]) -> list[int]:
-        """logits: float [S, vocab] (any device); returns S token ids."""
+        """logits: [S, vocab] in any float dtype, on any device; returns S token ids."""
         tokens = logits.argmax(dim=-1).tolist()
         for i, p in enumerate(params):
             if not p.greedy:

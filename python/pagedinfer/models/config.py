@@ -85,6 +85,9 @@ class ModelConfig:
         eos = hf.get("eos_token_id")
         eos = [] if eos is None else ([eos] if isinstance(eos, int) else list(eos))
         window = hf.get("sliding_window") if hf.get("use_sliding_window", True) else None
+        # transformers >= 5 writes rope_parameters (with rope_theta inside); older, rope_scaling.
+        rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+        kind = rope.get("rope_type", rope.get("type"))
         return cls(
             architecture=model_type,
             num_layers=hf["num_hidden_layers"],
@@ -95,8 +98,8 @@ class ModelConfig:
             intermediate_size=hf["intermediate_size"],
             vocab_size=hf["vocab_size"],
             rms_norm_eps=hf.get("rms_norm_eps", 1e-5),
-            rope_theta=hf.get("rope_theta", 10000.0),
-            rope_scaling=hf.get("rope_scaling"),
+            rope_theta=hf.get("rope_theta", rope.get("rope_theta", 10000.0)),
+            rope_scaling=rope if kind not in (None, "default") else None,
             max_position_embeddings=hf.get("max_position_embeddings", 4096),
             tie_word_embeddings=hf.get("tie_word_embeddings", False),
             qkv_bias=model_type == "qwen2" or hf.get("attention_bias", False),

@@ -83,6 +83,23 @@ class LlamaModel:
                                         value_cache)
         return add_rms_norm(x, residual, self.norm, self.config.rms_norm_eps)[0]
 
+    def to(self, device: torch.device) -> "LlamaModel":
+        """Moves every weight (float tensors and quantized weight modules) to device."""
+        def move(x):
+            return None if x is None else x.to(device)
+
+        self.embed, self.norm, self.cos, self.sin = map(move, (self.embed, self.norm, self.cos, self.sin))
+        linears = [self.lm_head] + [getattr(layer, n) for layer in self.layers
+                                    for n in ("qkv", "o", "gate_up", "down")]
+        for lin in linears:
+            lin.weight, lin.bias = move(lin.weight), move(lin.bias)
+        for layer in self.layers:
+            layer.attn_norm, layer.ffn_norm = move(layer.attn_norm), move(layer.ffn_norm)
+        return self
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden: [S, H] -> float32 logits [S, vocab]."""
-        return self.lm_head(hidden).float()
+        """hidden: [S, H] -> logits [S, vocab] in the activation dtype. Not converted to fp32
+        here: greedy argmax is the same on bf16 logits, the sampler widens the rows it samples,
+        and at batch 1 an [S, vocab] conversion is a parallel aten op that costs more than the
+        head itself on a busy 2-core machine."""
+        return self.lm_head(hidden)
