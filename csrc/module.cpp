@@ -9,6 +9,10 @@
 #include "kernels/cpu/cpu_features.h"
 
 namespace py = pybind11;
+
+namespace pagedinfer::ops {
+void register_cuda_layout_selftest(py::module_& m);  // cuda_layout_selftest.cpp
+}
 using pagedinfer::cpu::Isa;
 
 #ifndef PAGEDINFER_CUDA_ARCHS
@@ -48,5 +52,6 @@ PYBIND11_MODULE(_C, m) {
   m.def("build_info", &build_info, "What this build contains and what the CPU offers");
   m.def("set_cpu_isa", &set_cpu_isa, py::arg("name"),
         "Caps the CPU ISA the kernels use: scalar, avx2, avx512 or best (tests use it)");
+  pagedinfer::ops::register_cuda_layout_selftest(m);
   m.def("cpu_isa", [] { return std::string(pagedinfer::cpu::isa_name(pagedinfer::cpu::active_isa())); });
 }

@@ -5,6 +5,7 @@
 
 #include "ops/attention_ops.h"
 #include "ops/cache_ops.h"
+#include "ops/cuda_ops.h"
 #include "ops/gemm_ops.h"
 #include "ops/layer_ops.h"
 
@@ -47,5 +48,8 @@ TORCH_LIBRARY_IMPL(pagedinfer, CUDA, m) {
   m.impl("reshape_and_cache", &pagedinfer::ops::reshape_and_cache_cuda);
   m.impl("copy_blocks", &pagedinfer::ops::copy_blocks_cuda);
   m.impl("swap_blocks", &pagedinfer::ops::swap_blocks_cuda);
+  m.impl("paged_attention", &pagedinfer::ops::paged_attention_cuda);
+  m.impl("int4_linear", &pagedinfer::ops::int4_linear_cuda);
+  m.impl("int8_linear", &pagedinfer::ops::int8_linear_cuda);
 }
 #endif

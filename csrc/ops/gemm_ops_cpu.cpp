@@ -24,8 +24,10 @@
 namespace pagedinfer::ops {
 namespace {
 
-// At or below this many rows of x, the GEMV kernels win over dequantize + AMX (measured on
-// N = 256, K = 4096, one thread: int4 M = 3 99 us vs 110-135 us, M = 4 about even).
+// At or below this many rows of x, the GEMV kernels win: over dequantize + AMX (bf16 x; measured
+// on N = 256, K = 4096, one thread: GEMV M = 2 / 3 / 4 75 / 99 / 123 us, AMX ~90 us for any
+// M <= 32), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX).
+constexpr int64_t kGemvMaxMWithAmx = 2;
 constexpr int64_t kGemvMaxM = 4;
 // Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
 // dearer than their work: waking the second thread costs microseconds, more on a busy machine.
@@ -45,7 +47,7 @@ void check_group_size(int64_t g, const char* op) {
   TORCH_CHECK_VALUE(g == 32 || g == 64 || g == 128, op, ": group_size must be 32, 64 or 128, got ", g);
 }
 
-// Shared checks of x and bias; returns K.
+// Shared checks of x and bias.
 void check_x_bias(const at::Tensor& x, const std::optional<at::Tensor>& bias, int64_t N, int64_t K,
                   const char* op) {
   check_defined(x, op, "x");
@@ -97,7 +99,8 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   at::Tensor bias;
   if (bias_in.has_value() && bias_in->defined()) bias = bias_in->to(at::kFloat).contiguous();
 
-  if (M <= kGemvMaxM) {
+  const bool amx_eligible = x.scalar_type() == at::kBFloat16 && use_amx();
+  if (M <= (amx_eligible ? kGemvMaxMWithAmx : kGemvMaxM)) {
     if (x.stride(1) != 1) x = x.contiguous();
     const int64_t groups = K / group_size;
     // Prepared activations in a per-thread scratch kept across calls (decode calls are small
@@ -120,7 +123,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     return out.view(out_sizes);
   }
 
-  if (x.scalar_type() == at::kBFloat16 && use_amx()) {
+  if (amx_eligible) {
     // AMX: pack x once (VNNI pairs of K for 16-row blocks), then 32-row blocks of W per task.
     // The packer reads K pairs as dwords: rows must start at even elements.
     if (x.stride(1) != 1 || x.stride(0) % 2 != 0 || x.stride(0) > (int64_t{1} << 26)) x = x.contiguous();

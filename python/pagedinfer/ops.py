@@ -117,12 +117,14 @@ def _(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables, sc
 def int4_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ weight.dequantize().T + bias for x [..., K] (fp32 / bf16 / fp16) and a
     pagedinfer.quant.Int4Weight of shape (N, K); y is [..., N] in x's dtype."""
-    return _ops.int4_linear(x, weight.qweight, weight.scale, weight.min, weight.group_size, bias)
+    b = weight._buffers  # direct dict access: nn.Module.__getattr__ costs ~1 us per buffer
+    return _ops.int4_linear(x, b["qweight"], b["scale"], b["min"], weight.group_size, bias)
 
 
 def int8_linear(x: torch.Tensor, weight, bias: torch.Tensor | None = None) -> torch.Tensor:
     """y = x @ weight.dequantize().T + bias for x [..., K] and a pagedinfer.quant.Int8Weight."""
-    return _ops.int8_linear(x, weight.qweight, weight.scale, weight.group_size, bias)
+    b = weight._buffers
+    return _ops.int8_linear(x, b["qweight"], b["scale"], weight.group_size, bias)
 
 
 def _linear_fake(x, n, k, group_size):

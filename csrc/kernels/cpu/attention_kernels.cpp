@@ -63,6 +63,11 @@ void fast_chunk(const BlockRows&, int, const float*, const T* const*, const T* c
                 int64_t, int, float*, float*, float*, float*, const T*, float*, float*, float*,
                 const NextRows<T>&) {}
 inline void fast_finish(const BlockRows&, float*, int, float*) {}
+template <typename T>
+bool fast_chunk_heads(const BlockRows&, int, int, const float*, const T* const*, const T* const*,
+                      int64_t, int64_t, int, const T*, float*, float*, float*, const NextRows<T>&) {
+  return false;
+}
 
 #include "kernels/cpu/attention_kernels_impl.h"
 

@@ -2,6 +2,7 @@
 // AVX-512 F/BW/VL/DQ/BF16 flags; entered only when active_isa() says the CPU has them.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "kernels/cpu/attention_kernels.h"
+#include "kernels/cpu/attention_decode_avx512.h"
 #include "kernels/cpu/attention_simd_avx512.h"
 #include "kernels/cpu/half_types.h"
 
@@ -174,9 +176,6 @@ inline void fast_finish(const BlockRows& br, float* OT, int rows_pad, float* tmp
   std::memcpy(OT, tmp, sizeof(float) * rows_pad * D);
 }
 
-inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
-  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
-}
 
 // S[j][rv0 * 16 ...] for RV row vectors and all n keys, KB keys at a time.
 template <int RV>
@@ -251,161 +250,34 @@ void pv_rows(const uint32_t* Pp, int rows_pad, int rv0, const uint32_t* Vp, int 
 
 
 
-// ---- bf16 decode kernel: at most kDecodeRows rows, keys or d in the lanes ------------------------
-// Scores: for each row, 16 keys at a time, 16 vdpbf16ps accumulators over D (K rows read
-// straight from the cache, query pairs in their natural order), then one transpose-and-add
-// reduction gives the 16 scores in the lanes of one vector. Output: O[r] (fp32, d in lanes, in
-// the vpunpck order of the tile kernel) += P pair . V pair, the V rows of two keys interleaved in
-// registers. Each K/V row is read from memory once per GQA group.
-
-// Sum of each of 16 vectors, as the 16 lanes of one vector (lane k = sum of v[k]).
-inline __m512 reduce16(__m512* v) {
-  __m512 x[8], y[4];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i)
-    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
-    y[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+// Decode items: one chunk for all the item's KV heads, streaming whole cache rows
+// (attention_decode_avx512.h).
+template <typename T>
+bool fast_chunk_heads(const BlockRows& br, int kvn, int rows_pad, const float* Qp_f,
+                      const T* const* krow, const T* const* vrow, int64_t hoff0, int64_t k0, int n,
+                      const T* zero_row, float* m, float* l, float* O, const NextRows<T>& next) {
+  if constexpr (std::is_same_v<T, bf16_t>) {
+    if (!use_decode(br)) return false;
+    // At most 64 rows per call (its score buffers); plan_paged_attention already keeps
+    // kvn * rows <= 64 for decode items, so this loop runs once.
+    const int step = std::max(1, 64 / br.rows);
+    const int D = br.D;
+    for (int h0 = 0; h0 < kvn; h0 += step) {
+      const int cnt = std::min(step, kvn - h0);
+      const int64_t so = static_cast<int64_t>(h0) * rows_pad;
+      decode_chunk_heads(br, cnt, rows_pad, reinterpret_cast<const uint16_t*>(Qp_f + so * D / 2),
+                         reinterpret_cast<const uint16_t* const*>(krow),
+                         reinterpret_cast<const uint16_t* const*>(vrow),
+                         hoff0 + static_cast<int64_t>(h0) * D, k0, n,
+                         reinterpret_cast<const uint16_t*>(zero_row), m + so, l + so, O + so * D,
+                         NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
+                                            reinterpret_cast<const uint16_t* const*>(next.v),
+                                            next.n, next.hoff + static_cast<int64_t>(h0) * D,
+                                            static_cast<int64_t>(cnt) * D * 2});
+    }
+    return true;
   }
-  // y[i] lane group L holds the 128-bit-lane-L partial sums of v[4i .. 4i+3].
-  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xEE));
-  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xEE));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
-}
-
-// S[r][j] = scale * q_r . k_j for the n keys of the chunk (S row stride kKeyChunk).
-inline void decode_scores(const uint16_t* q, int D, const uint16_t* const* kp, int n, float scale,
-                          float* s) {
-  for (int j0 = 0; j0 < n; j0 += 16) {
-    const uint16_t* k[16];
-#pragma GCC unroll 16
-    for (int kb = 0; kb < 16; ++kb) k[kb] = kp[j0 + kb < n ? j0 + kb : n];
-    __m512 acc[16];
-#pragma GCC unroll 16
-    for (int kb = 0; kb < 16; ++kb) acc[kb] = _mm512_setzero_ps();
-    for (int c = 0; c < D; c += 32) {
-      const __m512i qv = _mm512_loadu_si512(q + c);
-#pragma GCC unroll 16
-      for (int kb = 0; kb < 16; ++kb) acc[kb] = dp_bf16(acc[kb], _mm512_loadu_si512(k[kb] + c), qv);
-    }
-    _mm512_storeu_ps(s + j0, _mm512_mul_ps(reduce16(acc), _mm512_set1_ps(scale)));
-  }
-}
-
-// O[r][32 c ...] += sum over key pairs of P pair . V pair, for CP chunks of 32 d starting at c0.
-template <int R, int CP>
-void decode_pv(const uint32_t* Pb, const uint16_t* const* vp, int n2, int c0, int D, float* O) {
-  __m512 acc[R][CP][2];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int cc = 0; cc < CP; ++cc)
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h)
-        acc[r][cc][h] = _mm512_loadu_ps(O + static_cast<int64_t>(r) * D + 32 * (c0 + cc) + 16 * h);
-  for (int jp = 0; jp < n2; ++jp) {
-    __m512i lo[CP], hi[CP];
-#pragma GCC unroll 4
-    for (int cc = 0; cc < CP; ++cc) {
-      const __m512i a = _mm512_loadu_si512(vp[2 * jp] + 32 * (c0 + cc));
-      const __m512i b = _mm512_loadu_si512(vp[2 * jp + 1] + 32 * (c0 + cc));
-      lo[cc] = _mm512_unpacklo_epi16(a, b);
-      hi[cc] = _mm512_unpackhi_epi16(a, b);
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512i p = _mm512_set1_epi32(static_cast<int>(Pb[r * (kKeyChunk / 2) + jp]));
-#pragma GCC unroll 4
-      for (int cc = 0; cc < CP; ++cc) {
-        acc[r][cc][0] = dp_bf16(acc[r][cc][0], lo[cc], p);
-        acc[r][cc][1] = dp_bf16(acc[r][cc][1], hi[cc], p);
-      }
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int cc = 0; cc < CP; ++cc)
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h)
-        _mm512_storeu_ps(O + static_cast<int64_t>(r) * D + 32 * (c0 + cc) + 16 * h, acc[r][cc][h]);
-}
-
-template <int R>
-void decode_pv_all(const uint32_t* Pb, const uint16_t* const* vp, int n2, int D, float* O) {
-  constexpr int CP = R <= 2 ? 4 : R <= 4 ? 2 : 1;
-  const int chunks = D / 32;
-  int c = 0;
-  for (; c + CP <= chunks; c += CP) decode_pv<R, CP>(Pb, vp, n2, c, D, O);
-  for (; c < chunks; ++c) decode_pv<R, 1>(Pb, vp, n2, c, D, O);
-}
-
-inline void decode_chunk(const BlockRows& br, const uint16_t* Qb, const uint16_t* const* krow,
-                         const uint16_t* const* vrow, int64_t hoff, int64_t k0, int n, float* S,
-                         uint32_t* Pb, const uint16_t* zero_row, float* m, float* l, float* O) {
-  const int D = br.D;
-  const uint16_t* kp[kKeyChunk + 1];
-  const uint16_t* vp[kKeyChunk + 2];
-  for (int j = 0; j < n; ++j) {
-    kp[j] = krow[j] + hoff;
-    vp[j] = vrow[j] + hoff;
-  }
-  kp[n] = zero_row;
-  vp[n] = vp[n + 1] = zero_row;
-  const int n2 = (n + 1) / 2;
-  for (int r = 0; r < br.rows; ++r) {
-    float* s = S + r * kKeyChunk;
-    uint32_t* pb = Pb + r * (kKeyChunk / 2);
-    int jlo, jhi;
-    visible_range(br.first_pos + r / br.group, br.window, k0, n, &jlo, &jhi);
-    if (jlo >= jhi) {  // nothing visible: zero weights
-      for (int jp = 0; jp < n2; ++jp) pb[jp] = 0;
-      continue;
-    }
-    decode_scores(Qb + static_cast<int64_t>(r) * D, D, kp, n, br.scale, s);
-    // Lanes = keys; mask the keys outside [jlo, jhi).
-    __m512 sv[kKeyChunk / 16];
-    __mmask16 live[kKeyChunk / 16];
-    __m512 mx = _mm512_set1_ps(-INFINITY);
-    const int nv = (n + 15) / 16;
-    for (int v = 0; v < nv; ++v) {
-      const int lo = jlo - 16 * v < 0 ? 0 : (jlo - 16 * v > 16 ? 16 : jlo - 16 * v);
-      const int hi = jhi - 16 * v < 0 ? 0 : (jhi - 16 * v > 16 ? 16 : jhi - 16 * v);
-      live[v] = static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
-      sv[v] = _mm512_loadu_ps(s + 16 * v);
-      mx = _mm512_mask_max_ps(mx, live[v], mx, sv[v]);
-    }
-    const float m_new = std::max(m[r], _mm512_reduce_max_ps(mx));
-    const float alpha = m[r] == -INFINITY ? 0.0f : std::exp(m[r] - m_new);
-    const __m512 vm = _mm512_set1_ps(m_new);
-    __m512 sum = _mm512_setzero_ps();
-    __m512 pv[kKeyChunk / 16 + 1];
-    for (int v = 0; v < nv; ++v) {
-      pv[v] = _mm512_maskz_mov_ps(live[v], exp512(_mm512_sub_ps(sv[v], vm)));
-      sum = _mm512_add_ps(sum, pv[v]);
-    }
-    pv[nv] = _mm512_setzero_ps();
-    for (int v = 0; v < nv; v += 2)  // 32 keys -> 16 bf16 pairs, natural order
-      _mm512_storeu_si512(pb + 8 * v, (__m512i)_mm512_cvtne2ps_pbh(pv[v + 1], pv[v]));
-    if (alpha != 1.0f) {
-      l[r] *= alpha;
-      scale(O + static_cast<int64_t>(r) * D, alpha, D);
-    }
-    l[r] += _mm512_reduce_add_ps(sum);
-    m[r] = m_new;
-  }
-  switch (br.rows) {
-    case 1: decode_pv_all<1>(Pb, vp, n2, D, O); break;
-    case 2: decode_pv_all<2>(Pb, vp, n2, D, O); break;
-    case 3: decode_pv_all<3>(Pb, vp, n2, D, O); break;
-    case 4: decode_pv_all<4>(Pb, vp, n2, D, O); break;
-    case 5: decode_pv_all<5>(Pb, vp, n2, D, O); break;
-    case 6: decode_pv_all<6>(Pb, vp, n2, D, O); break;
-    case 7: decode_pv_all<7>(Pb, vp, n2, D, O); break;
-    default: decode_pv_all<8>(Pb, vp, n2, D, O); break;
-  }
+  return false;
 }
 
 template <typename T>
@@ -415,15 +287,6 @@ void fast_chunk(const BlockRows& br, int rows_pad, const float* Qp_f, const T* c
                 float* Pp_f, const T* zero_row, float* m, float* l, float* OT,
                 const NextRows<T>& next) {
   if constexpr (std::is_same_v<T, bf16_t>) {
-    if (use_decode(br)) {
-      prefetch_rows(next);
-      decode_chunk(br, reinterpret_cast<const uint16_t*>(Qp_f),
-                   reinterpret_cast<const uint16_t* const*>(krow),
-                   reinterpret_cast<const uint16_t* const*>(vrow), hoff, k0, n, S,
-                   reinterpret_cast<uint32_t*>(Pp_f), reinterpret_cast<const uint16_t*>(zero_row),
-                   m, l, OT);
-      return;
-    }
     if (use_amx(br)) {
       const uint16_t* kp[kKeyChunk];
       const uint16_t* vp[kKeyChunk];

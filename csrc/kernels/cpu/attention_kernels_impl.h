@@ -10,7 +10,9 @@
 //   void   store_row(T* dst, const float* src, float mul, int D)  dst = (T)(src * mul)
 //   bool   fast_path_ok<T>(D)   whether the ISA's own chunk kernel serves this dtype and size;
 //          then fast_prepare (pack the query), fast_chunk (one chunk of keys), fast_finish
-//          (unpack the output accumulator) are used instead of the generic fp32 path
+//          (unpack the output accumulator) are used instead of the generic fp32 path;
+//          fast_chunk_heads may take one chunk for all the item's KV heads at once (returns
+//          false where it does not apply, then fast_chunk runs per head)
 // Semantics and layouts: attention_kernels.h.
 #pragma once
 // (no include guard effect across namespaces: each ISA file includes this exactly once)
@@ -131,6 +133,16 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
     const T* const* krow = rows_a[cur];
     const T* const* vrow = rows_b[cur];
     const int n_next = k0 + kKeyChunk < k_hi ? fill_rows(k0 + kKeyChunk, rows_a[1 - cur], rows_b[1 - cur]) : 0;
+    if (fast && fast_chunk_heads(br, kvn, rows_pad, Qp, krow, vrow,
+                                 static_cast<int64_t>(w.kv_begin) * D, k0, n,
+                                 reinterpret_cast<const T*>(zero), m, l, acc,
+                                 NextRows<T>{rows_a[1 - cur], rows_b[1 - cur], n_next,
+                                             static_cast<int64_t>(w.kv_begin) * D,
+                                             static_cast<int64_t>(kvn * D * sizeof(T))})) {
+      cur = 1 - cur;
+      n = n_next;
+      continue;
+    }
     for (int gi = 0; gi < kvn; ++gi) {
       const int64_t hoff = static_cast<int64_t>(w.kv_begin + gi) * D;
       const int64_t so = static_cast<int64_t>(gi) * rows_pad;

@@ -22,6 +22,10 @@ inline __m512 exp512(__m512 x) {
   return _mm512_scalef_ps(y, n);
 }
 
+inline __m512 dp_bf16(__m512 acc, __m512i a, __m512i b) {
+  return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
 // Lane r of the result: (bf16(a[r]), bf16(b[r])) as one dword, the pair layout of vdpbf16ps.
 inline __m512i pack_pair(__m512 a, __m512 b) {
   const __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));

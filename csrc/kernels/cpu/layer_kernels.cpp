@@ -48,10 +48,9 @@ void norm_rows(T* out, int64_t os, const T* x, int64_t xs, const T* w, int64_t n
 // Plain arithmetic without calls or branches, so the compiler vectorizes the row loop; std::exp
 // is a library call per element (~25 ns), which made this op cost as much as a GEMM at batch 1.
 inline float exp_approx(float x) {
-  x = std::min(std::max(x, -87.0f), 88.0f);
-  const float t = x * 1.44269504088896341f;
-  int32_t i = static_cast<int32_t>(t);
-  i -= (t < static_cast<float>(i)) ? 1 : 0;  // floor
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float t = x * 1.44269504088896341f;                 // in [-125.6, 127]
+  const int32_t i = static_cast<int32_t>(t + 128.0f) - 128;  // floor: truncation of a positive
   const float f = t - static_cast<float>(i);
   float p = 1.5403530393381606e-4f;
   p = p * f + 1.3333558146428443e-3f;
