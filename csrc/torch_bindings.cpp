@@ -7,6 +7,7 @@
 #include "ops/cache_ops.h"
 #include "ops/cuda_ops.h"
 #include "ops/gemm_ops.h"
+#include "ops/layer_ops.h"
 
 TORCH_LIBRARY(pagedinfer, m) {
   m.def(
@@ -22,6 +23,11 @@ TORCH_LIBRARY(pagedinfer, m) {
       "int4_linear(Tensor x, Tensor qweight, Tensor scale, Tensor min, int group_size, "
       "Tensor? bias=None) -> Tensor");
   m.def("int8_linear(Tensor x, Tensor qweight, Tensor scale, int group_size, Tensor? bias=None) -> Tensor");
+  // Fused per-layer ops (csrc/ops/layer_ops.h).
+  m.def("fused_add_rms_norm(Tensor(a!) x, Tensor(b!) residual, Tensor weight, float eps) -> ()");
+  m.def("rms_norm(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
+  m.def("silu_and_mul(Tensor(a!) out, Tensor x) -> ()");
+  m.def("rotary_embedding(Tensor positions, Tensor(a!) qk, Tensor cos, Tensor sin) -> ()");
 }
 
 TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
@@ -31,6 +37,10 @@ TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
   m.impl("paged_attention", &pagedinfer::ops::paged_attention_cpu);
   m.impl("int4_linear", &pagedinfer::ops::int4_linear_cpu);
   m.impl("int8_linear", &pagedinfer::ops::int8_linear_cpu);
+  m.impl("fused_add_rms_norm", &pagedinfer::ops::fused_add_rms_norm_cpu);
+  m.impl("rms_norm", &pagedinfer::ops::rms_norm_cpu);
+  m.impl("silu_and_mul", &pagedinfer::ops::silu_and_mul_cpu);
+  m.impl("rotary_embedding", &pagedinfer::ops::rotary_embedding_cpu);
 }
 
 #ifdef PAGEDINFER_WITH_CUDA

@@ -64,6 +64,33 @@ def paged_attention(query, key_cache, value_cache, query_start_loc, seq_lens, bl
         out[q0:q1] = torch.einsum("hqk,khd->qhd", scores.softmax(-1), v)
     return out.to(query.dtype)
 
+
+# ---- fused per-layer ops ----------------------------------------------------------------------
+
+def fused_add_rms_norm(x, residual, weight, eps) -> None:
+    """residual += x (rounded to its dtype); x = normalized residual * weight, computed in fp32."""
+    residual.copy_((residual.float() + x.float()).to(residual.dtype))
+    r = residual.float()
+    x.copy_((r * torch.rsqrt(r.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype))
+
+
+def rms_norm(x, weight, eps):
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps) * weight.float()).to(x.dtype)
+
+
+def silu_and_mul(x):
+    d = x.shape[-1] // 2
+    return (torch.nn.functional.silu(x[:, :d].float()) * x[:, d:].float()).to(x.dtype)
+
+
+def rotary_embedding(positions, qk, cos, sin) -> None:
+    """Half-split RoPE in place: qk = qk * cos[p] + roll(qk, D/2) * sin[p] (sin[:D/2] = -sin)."""
+    x = qk.float()
+    c, s = cos[positions][:, None, :], sin[positions][:, None, :]
+    qk.copy_((x * c + torch.roll(x, x.shape[-1] // 2, -1) * s).to(qk.dtype))
+
+
 # ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
 # Unpacks the layouts of pagedinfer/quant.py independently of the package's own helpers.
 

@@ -18,3 +18,6 @@ def build_info() -> dict:
     info["torch"] = torch.__version__
     info["cuda_available"] = torch.cuda.is_available()
     return info
+
+
+from pagedinfer.engine import LLM, SamplingParams  # noqa: E402,F401  (the vLLM-style API)

@@ -109,6 +109,7 @@ def paged_attention(
 def _(query, key_cache, value_cache, query_start_loc, seq_lens, block_tables, scale,
       sliding_window, out):
     return None
+
 # ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
 # The torch ops take the packed tensors (layouts: pagedinfer/quant.py and
 # csrc/kernels/cpu/gemm_kernels.h); these wrappers take the weight objects.
@@ -140,3 +141,57 @@ def _(x, qweight, scale, min, group_size, bias=None):
 @torch.library.register_fake("pagedinfer::int8_linear")
 def _(x, qweight, scale, group_size, bias=None):
     return _linear_fake(x, qweight.shape[0], scale.shape[1] * group_size, group_size)
+
+
+# ---- fused per-layer ops (CPU) ----------------------------------------------------------------
+# Rows may be strided views (slices of a fused GEMM output); the last dim must be contiguous.
+
+def fused_add_rms_norm(x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor,
+                       eps: float) -> None:
+    """In place: residual += x; x = residual / sqrt(mean(residual^2) + eps) * weight.
+    x, residual [R, H]; weight [H]; one dtype (fp32 / bf16 / fp16)."""
+    _ops.fused_add_rms_norm(x, residual, weight, float(eps))
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float,
+             out: torch.Tensor | None = None) -> torch.Tensor:
+    """out = x / sqrt(mean(x^2) + eps) * weight, for x [R, H]; returns out."""
+    if out is None:
+        out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    _ops.rms_norm(out, x, weight, float(eps))
+    return out
+
+
+def silu_and_mul(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """SwiGLU's gate: x [R, 2d] -> silu(x[:, :d]) * x[:, d:], [R, d]."""
+    if out is None:
+        out = torch.empty((x.shape[0], x.shape[1] // 2), dtype=x.dtype, device=x.device)
+    _ops.silu_and_mul(out, x)
+    return out
+
+
+def rotary_embedding(positions: torch.Tensor, qk: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor) -> None:
+    """In place on qk [T, H, D]: half-split RoPE, qk = qk * cos[pos] + roll(qk, D/2) * sin[pos],
+    with cos / sin fp32 [max_positions, D] tables (sin's first half negated)."""
+    _ops.rotary_embedding(positions, qk, cos, sin)
+
+
+@torch.library.register_fake("pagedinfer::fused_add_rms_norm")
+def _(x, residual, weight, eps):
+    return None
+
+
+@torch.library.register_fake("pagedinfer::rms_norm")
+def _(out, x, weight, eps):
+    return None
+
+
+@torch.library.register_fake("pagedinfer::silu_and_mul")
+def _(out, x):
+    return None
+
+
+@torch.library.register_fake("pagedinfer::rotary_embedding")
+def _(positions, qk, cos, sin):
+    return None

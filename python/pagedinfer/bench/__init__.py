@@ -4,7 +4,7 @@ import importlib
 
 from pagedinfer.bench.core import SUITES, BenchContext, Row, suite  # noqa: F401
 
-SUITE_MODULES = ["machine", "cache", "attention", "gemm", "cuda_kernels"]
+SUITE_MODULES = ["machine", "cache", "attention", "gemm", "cuda_kernels", "layers", "e2e", "spec"]
 
 
 def load_suites() -> dict:

@@ -1,0 +1,109 @@
+"""The fused per-layer ops (fused_add_rms_norm, rms_norm, silu_and_mul, rotary_embedding) against
+tests/reference.py: awkward sizes, strided rows, every dtype, poisoned outputs, bad input."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import pagedinfer.ops as ops
+import reference as ref
+from conftest import DTYPES, poison_
+
+TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (2e-3, 2e-3)}
+
+
+def strided_rows(rows, cols, dtype, extra=5):
+    """A [rows, cols] view with a row stride larger than cols (a slice of a wider tensor)."""
+    return torch.randn(rows, cols + extra).to(dtype)[:, 2: 2 + cols]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, hidden", [(1, 1), (3, 19), (19, 576), (111, 64)])
+@pytest.mark.parametrize("strided", [False, True])
+def test_fused_add_rms_norm(dtype, rows, hidden, strided):
+    x = strided_rows(rows, hidden, dtype) if strided else torch.randn(rows, hidden).to(dtype)
+    residual = torch.randn(rows, hidden).to(dtype)
+    weight = torch.randn(hidden).to(dtype)
+    x_ref, r_ref = x.clone(), residual.clone()
+    ref.fused_add_rms_norm(x_ref, r_ref, weight, 1e-5)
+    ops.fused_add_rms_norm(x, residual, weight, 1e-5)
+    torch.testing.assert_close(residual, r_ref, atol=0, rtol=0)
+    torch.testing.assert_close(x, x_ref, atol=TOL[dtype][0], rtol=TOL[dtype][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, hidden", [(1, 3), (19, 111), (64, 576)])
+def test_rms_norm(dtype, rows, hidden):
+    x = strided_rows(rows, hidden, dtype)
+    weight = torch.randn(hidden).to(dtype)
+    out = poison_(torch.empty(rows, hidden, dtype=dtype))
+    ops.rms_norm(x, weight, 1e-6, out=out)
+    torch.testing.assert_close(out, ref.rms_norm(x, weight, 1e-6), atol=TOL[dtype][0], rtol=TOL[dtype][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, d", [(1, 1), (3, 19), (37, 1536)])
+def test_silu_and_mul(dtype, rows, d):
+    x = strided_rows(rows, 2 * d, dtype) * 4
+    out = poison_(torch.empty(rows, d, dtype=dtype))
+    ops.silu_and_mul(x, out=out)
+    torch.testing.assert_close(out, ref.silu_and_mul(x), atol=TOL[dtype][0], rtol=TOL[dtype][1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("tokens, heads, head_dim", [(1, 1, 2), (3, 12, 64), (19, 5, 18)])
+def test_rotary_embedding(dtype, tokens, heads, head_dim):
+    max_pos = 50
+    angles = torch.rand(max_pos, head_dim // 2) * 6
+    cos = torch.cat([angles.cos(), angles.cos()], -1)
+    sin = torch.cat([-angles.sin(), angles.sin()], -1)
+    # qk: the first `heads` heads of a wider [T, heads + 3, D] buffer (a fused QKV output).
+    qk = torch.randn(tokens, heads + 3, head_dim).to(dtype)[:, :heads]
+    positions = torch.randint(0, max_pos, (tokens,))
+    expected = qk.clone()
+    ref.rotary_embedding(positions, expected, cos, sin)
+    ops.rotary_embedding(positions, qk, cos, sin)
+    torch.testing.assert_close(qk, expected, atol=TOL[dtype][0], rtol=TOL[dtype][1])
+
+
+def test_opcheck():
+    x, residual, w = torch.randn(3, 8), torch.randn(3, 8), torch.randn(8)
+    torch.library.opcheck(torch.ops.pagedinfer.fused_add_rms_norm, (x, residual, w, 1e-5))
+    torch.library.opcheck(torch.ops.pagedinfer.rms_norm, (torch.empty(3, 8), x, w, 1e-5))
+    torch.library.opcheck(torch.ops.pagedinfer.silu_and_mul, (torch.empty(3, 4), x))
+    cos, sin = torch.randn(10, 8), torch.randn(10, 8)
+    torch.library.opcheck(torch.ops.pagedinfer.rotary_embedding,
+                          (torch.tensor([0, 3, 9]), torch.randn(3, 2, 8), cos, sin))
+
+
+def test_compile():
+    @torch.compile(fullgraph=True, dynamic=True)
+    def block(x, residual, w):
+        ops.fused_add_rms_norm(x, residual, w, 1e-5)
+        return ops.silu_and_mul(x)
+
+    x, residual, w = torch.randn(5, 16), torch.randn(5, 16), torch.randn(16)
+    x_ref, r_ref = x.clone(), residual.clone()
+    ref.fused_add_rms_norm(x_ref, r_ref, w, 1e-5)
+    torch.testing.assert_close(block(x, residual, w), ref.silu_and_mul(x_ref))
+
+
+def test_bad_input():
+    x, w = torch.randn(3, 8), torch.randn(8)
+    with pytest.raises(ValueError, match="weight.size\\(0\\)"):
+        ops.fused_add_rms_norm(x, torch.randn(3, 8), torch.randn(7), 1e-5)
+    with pytest.raises(ValueError, match="residual must have x's shape"):
+        ops.fused_add_rms_norm(x, torch.randn(2, 8), w, 1e-5)
+    with pytest.raises(ValueError, match="same dtype"):
+        ops.rms_norm(x, w.double(), 1e-5)
+    with pytest.raises(ValueError, match="even"):
+        ops.silu_and_mul(torch.randn(2, 7), out=torch.empty(2, 3))
+    with pytest.raises(ValueError, match="contiguous last dim"):
+        ops.rms_norm(torch.randn(8, 3).t(), w, 1e-5)
+    cos, sin = torch.randn(10, 8), torch.randn(10, 8)
+    with pytest.raises(IndexError, match="positions\\[1\\] = 10"):
+        ops.rotary_embedding(torch.tensor([0, 10]), torch.randn(2, 1, 8), cos, sin)
+    with pytest.raises(ValueError, match="int64|Long"):
+        ops.rotary_embedding(torch.tensor([0, 1], dtype=torch.int32), torch.randn(2, 1, 8), cos, sin)
+    with pytest.raises(ValueError, match="head_dim"):
+        ops.rotary_embedding(torch.tensor([0, 1]), torch.randn(2, 1, 6), cos, sin)
