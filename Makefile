@@ -1,4 +1,6 @@
-# pagedinfer: `make run` sets up and generates text; `make test` sets up and runs the tests.
+# pagedinfer: `make run` sets up and generates text with the embedded default model
+# (SmolLM2-135M-Instruct Q4_1; PROMPT="..." to ask something else); `make test` sets up and runs
+# the tests.
 # Both create .venv on first use, install PyTorch and the dependencies, and build the extension
 # from source (incrementally: a second run only recompiles what changed).
 PYTHON ?= python3
@@ -25,8 +27,9 @@ setup: $(VENV)/.deps-stamp build
 build: $(VENV)/.deps-stamp
 	$(PIP) install -q --no-build-isolation --no-deps -e .
 
+PROMPT ?= Explain in three sentences why LLM inference is limited by memory bandwidth.
 run: setup
-	$(VENV)/bin/pagedinfer demo
+	$(VENV)/bin/pagedinfer generate --chat --max-tokens 128 "$(PROMPT)"
 
 test: setup
 	$(PY) -m pytest -q tests

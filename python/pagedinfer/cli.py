@@ -9,11 +9,11 @@ import sys
 def _bench(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
 
-    from pagedinfer.bench import BenchContext, load_suites
+    from pagedinfer.bench import ALL_SUITES, BenchContext, load_suites
     from pagedinfer.bench.report import print_rows, write_json
 
     suites = load_suites()
-    names = list(suites) if "all" in args.suites else args.suites
+    names = [n for n in ALL_SUITES if n in suites] if "all" in args.suites else args.suites
     unknown = [n for n in names if n not in suites]
     if unknown:
         print(f"pagedinfer bench: unknown suite(s) {unknown}; choose from {sorted(suites)} or all",
@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bench = sub.add_parser("bench", help="microbenchmarks against PyTorch and the machine's limits")
-    bench.add_argument("suites", nargs="+", help="suite names (machine, cache, ...) or all")
+    bench.add_argument("suites", nargs="+",
+                       help="suite names (machine, cache, ...) or all; `bench compare --help` for the side-by-side run")
     bench.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     bench.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     bench.add_argument("--repeat", type=int, default=10, help="timed runs per case (default 10)")
@@ -168,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:2] == ["bench", "compare"]:  # its own options: pagedinfer bench compare --help
+        from pagedinfer.bench.compare import main as compare_main
+
+        return compare_main(argv[2:])
     args = build_parser().parse_args(argv)
     if args.command == "bench":
         return _bench(args, argv)
