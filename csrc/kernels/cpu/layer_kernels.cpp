@@ -11,6 +11,15 @@
 namespace pagedinfer::cpu {
 namespace {
 
+// Stores without branches (half_types.h's from_f32 tests for NaN with a branch, which keeps the
+// compiler from vectorizing a row loop). bf16: round to nearest even, NaN -> quiet NaN.
+template <typename T> inline T store(float x) { return from_f32<T>(x); }
+template <> inline bf16_t store<bf16_t>(float x) {
+  const uint32_t u = f32_to_bits(x);
+  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  return bf16_t{static_cast<uint16_t>(x != x ? 0x7fc0u : rounded)};
+}
+
 template <typename T>
 void add_norm_rows(T* x, int64_t xs, T* res, int64_t rs, const T* w, int64_t n, float eps,
                    int64_t r0, int64_t r1) {
@@ -20,13 +29,13 @@ void add_norm_rows(T* x, int64_t xs, T* res, int64_t rs, const T* w, int64_t n, 
     T* rr = res + r * rs;
     float ss = 0.f;
     for (int64_t i = 0; i < n; ++i) {
-      const T sum = from_f32<T>(to_f32(xr[i]) + to_f32(rr[i]));
+      const T sum = store<T>(to_f32(xr[i]) + to_f32(rr[i]));
       rr[i] = sum;
       buf[i] = to_f32(sum);
       ss += buf[i] * buf[i];
     }
     const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + eps);
-    for (int64_t i = 0; i < n; ++i) xr[i] = from_f32<T>(buf[i] * inv * to_f32(w[i]));
+    for (int64_t i = 0; i < n; ++i) xr[i] = store<T>(buf[i] * inv * to_f32(w[i]));
   }
 }
 
@@ -39,7 +48,7 @@ void norm_rows(T* out, int64_t os, const T* x, int64_t xs, const T* w, int64_t n
     float ss = 0.f;
     for (int64_t i = 0; i < n; ++i) ss += to_f32(xr[i]) * to_f32(xr[i]);
     const float inv = 1.f / std::sqrt(ss / static_cast<float>(n) + eps);
-    for (int64_t i = 0; i < n; ++i) orow[i] = from_f32<T>(to_f32(xr[i]) * inv * to_f32(w[i]));
+    for (int64_t i = 0; i < n; ++i) orow[i] = store<T>(to_f32(xr[i]) * inv * to_f32(w[i]));
   }
 }
 
@@ -60,15 +69,6 @@ inline float exp_approx(float x) {
   p = p * f + 6.9314718055994531e-1f;
   p = p * f + 1.0f;
   return p * bits_to_f32(static_cast<uint32_t>(i + 127) << 23);
-}
-
-// Stores without branches (half_types.h's from_f32 tests for NaN with a branch, which keeps the
-// compiler from vectorizing a row loop). bf16: round to nearest even, NaN -> quiet NaN.
-template <typename T> inline T store(float x) { return from_f32<T>(x); }
-template <> inline bf16_t store<bf16_t>(float x) {
-  const uint32_t u = f32_to_bits(x);
-  const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
-  return bf16_t{static_cast<uint16_t>(x != x ? 0x7fc0u : rounded)};
 }
 
 template <typename T>
@@ -96,8 +96,8 @@ void rotary_rows(T* qk, int64_t st, int64_t sh, int64_t heads, int64_t D, const 
       T* row = qk + t * st + h * sh;
       for (int64_t i = 0; i < D; ++i) v[i] = to_f32(row[i]);
       for (int64_t i = 0; i < half; ++i) {
-        row[i] = from_f32<T>(v[i] * c[i] + v[i + half] * s[i]);
-        row[i + half] = from_f32<T>(v[i + half] * c[i + half] + v[i] * s[i + half]);
+        row[i] = store<T>(v[i] * c[i] + v[i + half] * s[i]);
+        row[i + half] = store<T>(v[i + half] * c[i + half] + v[i] * s[i + half]);
       }
     }
   }
