@@ -36,7 +36,7 @@ def print_rows(rows: list[Row], machine: dict | None, console: Console | None = 
         for r in suite_rows:
             limit = f"{r.pct_of_limit:.0f}% {r.limit_name.replace('_', ' ')}" if r.pct_of_limit is not None else ""
             vs = f"{r.speedup_vs_baseline:.2f}x {r.baseline}" if r.speedup_vs_baseline is not None else ""
-            style = "bold" if r.impl == "pagedinfer" else None
+            style = "bold" if r.impl.startswith("pagedinfer") else None
             table.add_row(r.case, r.impl, _fmt(r.median_ms, ".3f"), _fmt(r.spread_pct, ".0f"),
                           _fmt(r.gbps, ".1f"), _fmt(r.gflops, ".1f"), limit, vs, style=style)
         console.print(table)
@@ -50,7 +50,7 @@ def print_summary(rows: list[Row], console: Console) -> None:
     for col in ("suite", "case", "% of limit", "limit", "vs baseline"):
         table.add_column(col, justify="right" if col in ("% of limit", "vs baseline") else "left")
     for r in rows:
-        if r.impl != "pagedinfer":
+        if not r.impl.startswith("pagedinfer"):
             continue
         table.add_row(r.suite, r.case, _fmt(r.pct_of_limit, ".0f"), r.limit_name or "",
                       f"{r.speedup_vs_baseline:.2f}x {r.baseline}" if r.speedup_vs_baseline else "")
