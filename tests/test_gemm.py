@@ -141,3 +141,22 @@ def test_under_torch_compile():
     compiled = torch.compile(layer, fullgraph=True, backend="aot_eager")
     x = torch.randn(2, 5, 128)
     check_close(compiled(x), layer(x), torch.float32)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_in_inference_mode_on_every_thread(kind, dtype):
+    """Big enough for several panels / row blocks on both threads, under torch.inference_mode (the
+    engine's mode): the worker threads must carry the caller's thread-local state."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        w = torch.randn(1024, 512)
+        qw = (Int4Weight if kind == "int4" else Int8Weight).quantize(w, 32)
+        with torch.inference_mode():
+            x = torch.randn(37, 512).to(dtype)
+            y = (ops.int4_linear if kind == "int4" else ops.int8_linear)(x, qw)
+        want = x.float() @ qw.dequantize().T
+        torch.testing.assert_close(y.float(), want, rtol=2e-2, atol=2e-2 * want.abs().max().item())
+    finally:
+        torch.set_num_threads(threads)

@@ -12,6 +12,7 @@
 // of W rows into an L2-sized fp32 / bf16 buffer and multiplies all rows of x by it with at::mm
 // (dequantize once, reuse across M; fp32 keeps fp32 accuracy).
 #include <ATen/Parallel.h>
+#include <ATen/ThreadLocalState.h>
 
 #include <algorithm>
 #include <vector>
@@ -149,7 +150,11 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   int64_t panel = std::max<int64_t>(16, kPanelBytes / (K * elem) / 16 * 16);
   panel = std::min(panel, N);
   const int64_t num_panels = (N + panel - 1) / panel;
+  // The worker threads run ATen ops (from_blob, mm_out): they need the caller's thread-local
+  // state, e.g. inference mode, or writing into an inference tensor raises.
+  const at::ThreadLocalState caller_state;
   at::parallel_for(0, num_panels, 1, [&](int64_t p0, int64_t p1) {
+    const at::ThreadLocalStateGuard state_guard(caller_state);
     // One panel buffer per thread, kept across calls: a fresh 512 KiB allocation is a fresh
     // mmap whose pages the kernel must zero on first touch, which cost more than the GEMM.
     thread_local std::vector<char> storage;
