@@ -64,7 +64,7 @@ class LlamaCppSystem(System):
     INSTALL = ('CMAKE_ARGS="-DGGML_NATIVE=ON" pip install --no-deps llama-cpp-python diskcache '
                "(compiles llama.cpp; a few minutes)")
 
-    def __init__(self, model_path: str, threads: int, max_seqs: int = 64, n_ctx: int = 16384):
+    def __init__(self, model_path: str, threads: int, max_seqs: int = 64, n_ctx_per_seq: int = 1024):
         import llama_cpp
         import llama_cpp.llama_cpp as raw
 
@@ -81,18 +81,19 @@ class LlamaCppSystem(System):
 
             raw.llama_model_default_params = without_extra_bufts
         # The high-level Llama sets n_seq_max only for embeddings; one sequence id per request
-        # needs it, with one KV buffer shared by all sequences.
+        # needs it. Each sequence gets its own n_ctx_per_seq cells (kv_unified off): with one
+        # unified buffer every token would attend over all sequences' cells, masked.
         default_context = raw.llama_context_default_params
 
         def multi_sequence_context():
             params = default_context()
             params.n_seq_max = max_seqs
-            params.kv_unified = True
+            params.kv_unified = False
             return params
 
         raw.llama_context_default_params = multi_sequence_context
         self.lc = llama_cpp
-        self.llama = llama_cpp.Llama(model_path=model_path, n_ctx=n_ctx, n_batch=2048,
+        self.llama = llama_cpp.Llama(model_path=model_path, n_ctx=n_ctx_per_seq * max_seqs, n_batch=2048,
                                      n_ubatch=512, n_threads=threads, n_threads_batch=threads,
                                      logits_all=False, verbose=False)
         self.ctx = self.llama.ctx
@@ -176,7 +177,10 @@ class PagedinferSystem(System):
         self.pagedinfer = pagedinfer
         self.model_path = model_path
         self.kwargs = kwargs
-        self.llm = pagedinfer.LLM(model=model_path, progress=False, **kwargs)
+        # Prefix caching off for the shared workloads: the others have none, and a repeated
+        # prompt must cost a full prefill every time (the shared-prefix run measures caching).
+        self.llm = pagedinfer.LLM(model=model_path, progress=False, enable_prefix_caching=False,
+                                  **kwargs)
 
     def _params(self, max_tokens):
         return self.pagedinfer.SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
