@@ -91,6 +91,9 @@ function(pagedinfer_add_isa_sources LIST_VAR SOURCES ISA)
   else()
     message(FATAL_ERROR "pagedinfer_add_isa_sources: unknown ISA '${ISA}' (AVX512, AMX or AVX2)")
   endif()
+  # GCC 12's own intrinsics headers (_mm512_setzero_*, _mm512_reduce_*) trip
+  # -Wmaybe-uninitialized; the warning is about the headers, not our code.
+  list(APPEND flags -Wno-maybe-uninitialized)
   set_source_files_properties(${SOURCES} PROPERTIES COMPILE_OPTIONS "${flags}"
                               COMPILE_DEFINITIONS "PAGEDINFER_ISA_${ISA}=1")
   set(${LIST_VAR} ${${LIST_VAR}} ${SOURCES} PARENT_SCOPE)

@@ -11,8 +11,6 @@
 // The softmax between the two runs on S^T with 16 rows in the lanes of a vector, as in the
 // AVX-512 tile kernel; O is [rows_pad, D] in packed order until fast_finish.
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdint>
@@ -24,16 +22,7 @@
 
 namespace pagedinfer::cpu::avx512_attn {
 
-bool amx_ready() {
-  static const bool ready = [] {
-    const CpuFeatures& f = cpu_features();
-    if (!f.amx_tile || !f.amx_bf16) return false;
-    constexpr long kArchReqXcompPerm = 0x1023;
-    constexpr long kXfeatureXtiledata = 18;
-    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  }();
-  return ready;
-}
+bool amx_ready() { return amx_tiles_granted(); }
 
 namespace {
 

@@ -8,6 +8,10 @@
 #include <cpuid.h>
 #define PAGEDINFER_X86 1
 #endif
+#if defined(PAGEDINFER_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace pagedinfer::cpu {
 namespace {
@@ -86,6 +90,21 @@ std::atomic<int> g_isa_cap{static_cast<int>(isa_cap_from_env())};
 const CpuFeatures& cpu_features() {
   static const CpuFeatures features = detect();
   return features;
+}
+
+bool amx_tiles_granted() {
+  static const bool granted = [] {
+    const CpuFeatures& f = cpu_features();
+    if (!f.amx_tile || !f.amx_bf16) return false;
+#if defined(PAGEDINFER_X86) && defined(__linux__)
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+    return false;
+#endif
+  }();
+  return granted;
 }
 
 Isa best_supported_isa() {

@@ -31,6 +31,11 @@ struct CpuFeatures {
 
 const CpuFeatures& cpu_features();
 
+// True when the CPU has AMX-BF16 and the OS has granted this process the tile data state (Linux
+// asks for it with arch_prctl(ARCH_REQ_XCOMP_PERM); asked once per process). The AMX kernels
+// (attention and GEMM) run only after this says yes.
+bool amx_tiles_granted();
+
 // The highest ISA both supported here and allowed. PAGEDINFER_CPU_ISA=scalar|avx2|avx512 in the
 // environment, or set_isa_cap() at run time, caps it (tests use it to run every twin on one CPU).
 enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };

@@ -94,8 +94,7 @@ void int8_dequant_avx512(const Int8Args& w, int64_t n_begin, int64_t n_end, void
 
 #ifdef PAGEDINFER_HAVE_AMX
 // AMX-BF16 path for bf16 activations and many rows (gemm_kernels_amx.cpp).
-// amx_available(): asks the OS for the tile data state once per process (arch_prctl); call it
-// only when cpu_features().amx_bf16 is set.
+// amx_available(): the CPU has AMX-BF16 and the OS granted the tile state (amx_tiles_granted()).
 bool amx_available();
 // x bf16 [M, K] (row stride ldx) -> x_vnni bf16 [ceil(M/16)][K/2][16][2] (rows past M zero), for
 // 16-row blocks [mb_begin, mb_end).

@@ -10,20 +10,16 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm_kernels.h"
 
 namespace pagedinfer::cpu {
 namespace {
-
-constexpr int kArchReqXcompPerm = 0x1023;
-constexpr int kXfeatureXtiledata = 18;
 
 struct alignas(64) TileConfig {
   uint8_t palette_id = 1;
@@ -176,10 +172,7 @@ void gemm_amx(Dequant dequant, int64_t K, const uint16_t* x_vnni, int64_t M, con
 
 }  // namespace
 
-bool amx_available() {
-  static const bool ok = syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
-  return ok;
-}
+bool amx_available() { return amx_tiles_granted(); }
 
 void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t mb_begin,
                  int64_t mb_end, uint16_t* dst) {
