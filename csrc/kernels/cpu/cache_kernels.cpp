@@ -23,31 +23,30 @@ void store_fence() {
 #endif
 }
 
+namespace {
+
+// One token's [Hkv, D] rows into its cache slot: one copy when the heads are contiguous.
+void copy_token_rows(char* dst, const char* src, int64_t stride_head, int64_t num_kv_heads,
+                     int64_t head_bytes, bool streaming) {
+  if (stride_head == head_bytes || num_kv_heads == 1) {
+    copy_bytes(dst, src, num_kv_heads * head_bytes, streaming);
+    return;
+  }
+  for (int64_t h = 0; h < num_kv_heads; ++h)
+    copy_bytes(dst + h * head_bytes, src + h * stride_head, head_bytes, streaming);
+}
+
+}  // namespace
+
 void reshape_and_cache(const CacheWriteArgs& a, int64_t token_begin, int64_t token_end) {
   const int64_t row_bytes = a.num_kv_heads * a.head_bytes;
-  const bool key_rows_contiguous = a.key_stride_head == a.head_bytes || a.num_kv_heads == 1;
-  const bool value_rows_contiguous = a.value_stride_head == a.head_bytes || a.num_kv_heads == 1;
   for (int64_t t = token_begin; t < token_end; ++t) {
     const int64_t slot = a.slot_mapping[t];
     if (slot < 0) continue;  // padding or a token whose KV is not kept
-    char* key_dst = a.key_cache + slot * row_bytes;
-    char* value_dst = a.value_cache + slot * row_bytes;
-    const char* key_src = a.key + t * a.key_stride_token;
-    const char* value_src = a.value + t * a.value_stride_token;
-    if (key_rows_contiguous) {
-      copy_bytes(key_dst, key_src, row_bytes, a.streaming);
-    } else {
-      for (int64_t h = 0; h < a.num_kv_heads; ++h)
-        copy_bytes(key_dst + h * a.head_bytes, key_src + h * a.key_stride_head, a.head_bytes,
-                   a.streaming);
-    }
-    if (value_rows_contiguous) {
-      copy_bytes(value_dst, value_src, row_bytes, a.streaming);
-    } else {
-      for (int64_t h = 0; h < a.num_kv_heads; ++h)
-        copy_bytes(value_dst + h * a.head_bytes, value_src + h * a.value_stride_head, a.head_bytes,
-                   a.streaming);
-    }
+    copy_token_rows(a.key_cache + slot * row_bytes, a.key + t * a.key_stride_token,
+                    a.key_stride_head, a.num_kv_heads, a.head_bytes, a.streaming);
+    copy_token_rows(a.value_cache + slot * row_bytes, a.value + t * a.value_stride_token,
+                    a.value_stride_head, a.num_kv_heads, a.head_bytes, a.streaming);
   }
   if (a.streaming) store_fence();
 }
