@@ -5,11 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
+import pagedinfer
 import pagedinfer.ops as ops
 import reference as ref
 from conftest import DTYPES, poison_
 
 TOL = {torch.float32: (1e-5, 1e-5), torch.bfloat16: (2e-2, 2e-2), torch.float16: (2e-3, 2e-3)}
+
+
+@pytest.fixture(params=["best", "scalar"], autouse=True)
+def isa(request):
+    """Every test runs on the best ISA twin and on the scalar one."""
+    pagedinfer._C.set_cpu_isa(request.param)
+    yield request.param
+    pagedinfer._C.set_cpu_isa("best")
 
 
 def strided_rows(rows, cols, dtype, extra=5):

@@ -1,4 +1,4 @@
-// Scalar (auto-vectorized) implementations of layer_kernels.h. These ops move a few KB per row;
+// Scalar implementations of layer_kernels.h (the twins of layer_kernels_avx512.cpp). These ops move a few KB per row;
 // at batch 1 they are bound by call overhead, not arithmetic, which is why they are fused.
 #include "kernels/cpu/layer_kernels.h"
 
@@ -6,6 +6,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/half_types.h"
 
 namespace pagedinfer::cpu {
@@ -108,6 +109,9 @@ void rotary_rows(T* qk, int64_t st, int64_t sh, int64_t heads, int64_t D, const 
 
 void fused_add_rms_norm(LayerDtype dtype, void* x, int64_t xs, void* res, int64_t rs,
                         const void* w, int64_t n, float eps, int64_t r0, int64_t r1) {
+#ifdef PAGEDINFER_HAVE_AVX512
+  if (active_isa() == Isa::kAvx512) return fused_add_rms_norm_avx512(dtype, x, xs, res, rs, w, n, eps, r0, r1);
+#endif
   switch (dtype) {
     case LayerDtype::kF32:
       add_norm_rows(static_cast<float*>(x), xs, static_cast<float*>(res), rs,
@@ -126,6 +130,9 @@ void fused_add_rms_norm(LayerDtype dtype, void* x, int64_t xs, void* res, int64_
 
 void rms_norm(LayerDtype dtype, void* out, int64_t os, const void* x, int64_t xs, const void* w,
               int64_t n, float eps, int64_t r0, int64_t r1) {
+#ifdef PAGEDINFER_HAVE_AVX512
+  if (active_isa() == Isa::kAvx512) return rms_norm_avx512(dtype, out, os, x, xs, w, n, eps, r0, r1);
+#endif
   switch (dtype) {
     case LayerDtype::kF32:
       norm_rows(static_cast<float*>(out), os, static_cast<const float*>(x), xs,
@@ -144,6 +151,9 @@ void rms_norm(LayerDtype dtype, void* out, int64_t os, const void* x, int64_t xs
 
 void silu_and_mul(LayerDtype dtype, void* out, int64_t os, const void* x, int64_t xs, int64_t d,
                   int64_t r0, int64_t r1) {
+#ifdef PAGEDINFER_HAVE_AVX512
+  if (active_isa() == Isa::kAvx512) return silu_and_mul_avx512(dtype, out, os, x, xs, d, r0, r1);
+#endif
   switch (dtype) {
     case LayerDtype::kF32:
       silu_mul_rows(static_cast<float*>(out), os, static_cast<const float*>(x), xs, d, r0, r1);

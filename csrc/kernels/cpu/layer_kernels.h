@@ -35,4 +35,16 @@ void rotary_embedding(LayerDtype dtype, void* qk, int64_t stride_token, int64_t 
                       int64_t num_heads, int64_t head_dim, const int64_t* positions,
                       const float* cos, const float* sin, int64_t token_begin, int64_t token_end);
 
+#ifdef PAGEDINFER_HAVE_AVX512
+// AVX-512 twins (layer_kernels_avx512.cpp); the functions above call them when active_isa() allows.
+void fused_add_rms_norm_avx512(LayerDtype dtype, void* x, int64_t x_stride, void* residual,
+                               int64_t residual_stride, const void* weight, int64_t hidden,
+                               float eps, int64_t row_begin, int64_t row_end);
+void rms_norm_avx512(LayerDtype dtype, void* out, int64_t out_stride, const void* x,
+                     int64_t x_stride, const void* weight, int64_t hidden, float eps,
+                     int64_t row_begin, int64_t row_end);
+void silu_and_mul_avx512(LayerDtype dtype, void* out, int64_t out_stride, const void* x,
+                         int64_t x_stride, int64_t d, int64_t row_begin, int64_t row_end);
+#endif
+
 }  // namespace pagedinfer::cpu

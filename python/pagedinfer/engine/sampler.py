@@ -19,7 +19,9 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, params: list[SamplingParams],
                  generators: list[torch.Generator | None]) -> list[int]:
         """logits: [S, vocab] in any float dtype, on any device; returns S token ids."""
-        tokens = logits.argmax(dim=-1).tolist()
+        # max(dim).indices, not argmax: the same first index of the maximum, but PyTorch's CPU
+        # argmax is 4x slower (5 ms for 64 x 49,152 bf16 logits, a tenth of a decode step).
+        tokens = logits.max(dim=-1).indices.tolist()
         for i, p in enumerate(params):
             if not p.greedy:
                 tokens[i] = self.sample_row(logits[i], p, generators[i] or self.generator)
