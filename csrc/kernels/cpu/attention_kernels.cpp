@@ -89,6 +89,25 @@ void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& 
   scalar_attn::run_item(p, item, partials, lse);
 }
 
+void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& w,
+                             int max_keys) {
+  const int64_t elem = p.dtype == AttnDtype::kF32 ? 4 : 2;
+  const int64_t row = p.num_kv_heads * p.head_dim * elem;  // bytes of one slot, all KV heads
+  const int64_t off = w.kv_begin * p.head_dim * elem;
+  const int64_t bytes = (w.kv_end - w.kv_begin) * p.head_dim * elem;
+  const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
+  const int64_t k_end = std::min<int64_t>(w.k_end, w.k_begin + max_keys);
+  for (int64_t pos = w.k_begin; pos < k_end; ++pos) {
+    const int64_t slot = static_cast<int64_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
+    const char* k = static_cast<const char*>(p.key_cache) + slot * row + off;
+    const char* v = static_cast<const char*>(p.value_cache) + slot * row + off;
+    for (int64_t b = 0; b < bytes; b += 64) {
+      __builtin_prefetch(k + b, 0, 2);
+      __builtin_prefetch(v + b, 0, 2);
+    }
+  }
+}
+
 namespace {
 
 // Rows (query tokens x GQA group) per KV head in a prefill tile: enough to make each K/V chunk a

@@ -78,6 +78,12 @@ AttentionPlan plan_paged_attention(const PagedAttentionParams& p, int num_thread
 void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& item,
                         float* partials, float* lse);
 
+// Prefetches into L2 the cache rows of an item's first max_keys keys: a thread calls it for the
+// item it will run next, so that item does not start on cold misses (inside an item each chunk
+// prefetches the next one).
+void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& item,
+                             int max_keys);
+
 // Combines one merge group's partials into the final output.
 void merge_attention_partials(const PagedAttentionParams& p, const AttentionMergeGroup& group,
                               const float* partials, const float* lse);

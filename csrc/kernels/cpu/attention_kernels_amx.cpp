@@ -42,6 +42,9 @@ void load_tile_config() {
     cfg.colsb[t] = 64;
     cfg.rows[t] = 16;
   }
+  // GCC does not model ldtilecfg's read of the whole 64 bytes: without this barrier it dropped
+  // the rows / colsb stores of a non-inlined copy of this function (tilezero then faulted).
+  asm volatile("" : : "r"(&cfg) : "memory");
   _tile_loadconfig(&cfg);
 }
 
