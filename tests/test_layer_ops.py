@@ -60,7 +60,7 @@ def test_silu_and_mul(dtype, rows, d):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tokens, heads, head_dim", [(1, 1, 2), (3, 12, 64), (19, 5, 18)])
+@pytest.mark.parametrize("tokens, heads, head_dim", [(1, 1, 2), (3, 12, 64), (19, 5, 18), (2, 3, 80), (1, 9, 128)])
 def test_rotary_embedding(dtype, tokens, heads, head_dim):
     max_pos = 50
     angles = torch.rand(max_pos, head_dim // 2) * 6

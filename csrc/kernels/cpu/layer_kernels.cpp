@@ -170,6 +170,10 @@ void silu_and_mul(LayerDtype dtype, void* out, int64_t os, const void* x, int64_
 void rotary_embedding(LayerDtype dtype, void* qk, int64_t st, int64_t sh, int64_t heads,
                       int64_t D, const int64_t* pos, const float* cos, const float* sin,
                       int64_t t0, int64_t t1) {
+#ifdef PAGEDINFER_HAVE_AVX512
+  if (active_isa() == Isa::kAvx512)
+    return rotary_embedding_avx512(dtype, qk, st, sh, heads, D, pos, cos, sin, t0, t1);
+#endif
   switch (dtype) {
     case LayerDtype::kF32:
       rotary_rows(static_cast<float*>(qk), st, sh, heads, D, pos, cos, sin, t0, t1);

@@ -45,6 +45,10 @@ void rms_norm_avx512(LayerDtype dtype, void* out, int64_t out_stride, const void
                      int64_t row_begin, int64_t row_end);
 void silu_and_mul_avx512(LayerDtype dtype, void* out, int64_t out_stride, const void* x,
                          int64_t x_stride, int64_t d, int64_t row_begin, int64_t row_end);
+void rotary_embedding_avx512(LayerDtype dtype, void* qk, int64_t stride_token, int64_t stride_head,
+                             int64_t num_heads, int64_t head_dim, const int64_t* positions,
+                             const float* cos, const float* sin, int64_t token_begin,
+                             int64_t token_end);
 #endif
 
 }  // namespace pagedinfer::cpu

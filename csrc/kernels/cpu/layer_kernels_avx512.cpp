@@ -1,4 +1,4 @@
-// AVX-512 twins of the RMSNorm and SiLU-and-multiply kernels of layer_kernels.cpp. The generic
+// AVX-512 twins of the RMSNorm, SiLU-and-multiply and RoPE kernels of layer_kernels.cpp. The generic
 // file is compiled for baseline x86-64 and its fp32 sums do not vectorize (the compiler keeps
 // their order); here 16 lanes at a time: 10-20x faster on a batch of rows. Same arithmetic: fp32
 // inside, one rounding per stored value (round to nearest even for bf16 and fp16).
@@ -123,6 +123,29 @@ void silu_mul_rows(typename D::Bits* out, int64_t os, const typename D::Bits* x,
   }
 }
 
+// Half-split RoPE, 16 pairs (i, i + D/2) at a time; the two products are summed unfused, as in the
+// scalar twin, so both round the same.
+template <typename D>
+void rotary_rows(typename D::Bits* qk, int64_t st, int64_t sh, int64_t heads, int64_t dim,
+                 const int64_t* pos, const float* cos, const float* sin, int64_t t0, int64_t t1) {
+  const int64_t half = dim / 2;
+  for (int64_t t = t0; t < t1; ++t) {
+    const float* c = cos + pos[t] * dim;
+    const float* s = sin + pos[t] * dim;
+    for (int64_t h = 0; h < heads; ++h) {
+      auto* row = qk + t * st + h * sh;
+      for (int64_t i = 0; i < half; i += 16) {
+        const int k = lanes(half, i);
+        const __m512 a = load16<D>(row + i, k), b = load16<D>(row + half + i, k);
+        const __m512 c0 = load16<F32>(c + i, k), c1 = load16<F32>(c + half + i, k);
+        const __m512 s0 = load16<F32>(s + i, k), s1 = load16<F32>(s + half + i, k);
+        store16<D>(row + i, _mm512_add_ps(_mm512_mul_ps(a, c0), _mm512_mul_ps(b, s0)), k);
+        store16<D>(row + half + i, _mm512_add_ps(_mm512_mul_ps(b, c1), _mm512_mul_ps(a, s1)), k);
+      }
+    }
+  }
+}
+
 template <template <typename> class Fn, typename... Args>
 void by_dtype(LayerDtype dtype, Args... args) {
   switch (dtype) {
@@ -153,7 +176,20 @@ template <typename D> struct SiluMul {
   }
 };
 
+template <typename D> struct Rotary {
+  static void run(void* qk, int64_t st, int64_t sh, int64_t heads, int64_t dim, const int64_t* pos,
+                  const float* cos, const float* sin, int64_t t0, int64_t t1) {
+    rotary_rows<D>(static_cast<typename D::Bits*>(qk), st, sh, heads, dim, pos, cos, sin, t0, t1);
+  }
+};
+
 }  // namespace
+
+void rotary_embedding_avx512(LayerDtype dtype, void* qk, int64_t st, int64_t sh, int64_t heads,
+                             int64_t dim, const int64_t* pos, const float* cos, const float* sin,
+                             int64_t t0, int64_t t1) {
+  by_dtype<Rotary>(dtype, qk, st, sh, heads, dim, pos, cos, sin, t0, t1);
+}
 
 void fused_add_rms_norm_avx512(LayerDtype dtype, void* x, int64_t xs, void* res, int64_t rs,
                                const void* w, int64_t n, float eps, int64_t r0, int64_t r1) {
