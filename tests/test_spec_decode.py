@@ -177,6 +177,23 @@ def test_int4_self_in_bfloat16_runs_clean(models):
     assert_no_leaks(llm)
 
 
+@pytest.mark.parametrize("draft_dtype, expected", [(None, torch.bfloat16), ("float32", torch.float32)])
+def test_draft_dtype(models, draft_dtype, expected):
+    """An fp32 target drafts in bf16 unless told otherwise; the output stays the target's."""
+    spec = dict(method="int4-self", num_speculative_tokens=3)
+    if draft_dtype:
+        spec["draft_dtype"] = draft_dtype
+    llm = make_llm(models, spec)
+    draft = llm.spec_decoder.proposer.model
+    assert draft.dtype == expected and draft.embed.dtype == expected
+    assert all(c.dtype == expected for kv in llm.spec_decoder.proposer.runner.kv_caches for c in kv)
+    prompts, params = batch_case(seed=3, n=4)
+    plain = make_llm(models).generate(prompts, params, use_tqdm=False)
+    out = llm.generate(prompts, params, use_tqdm=False)
+    assert [o.outputs[0].token_ids for o in out] == [o.outputs[0].token_ids for o in plain]
+    assert_no_leaks(llm)
+
+
 def test_bad_configurations_fail_at_construction(models):
     with pytest.raises(ValueError, match="unknown method 'eagle'"):
         make_llm(models, dict(method="eagle"))
@@ -187,5 +204,9 @@ def test_bad_configurations_fail_at_construction(models):
         make_llm(models, dict(method="draft", model=models["vocab20"]))
     with pytest.raises(ValueError, match="'int4-self' needs a target with float weights"):
         make_llm(models, dict(method="int4-self"), quantization="int4")
+    with pytest.raises(ValueError, match="draft_dtype must be one of"):
+        make_llm(models, dict(method="int4-self", draft_dtype="int8"))
+    with pytest.raises(ValueError, match="draft_dtype must be one of"):
+        make_llm(models, dict(method="ngram", draft_dtype="bfloat16"))
     with pytest.raises(FileNotFoundError):
         make_llm(models, dict(method="draft", model=models["target"] + "-missing"))

@@ -7,6 +7,7 @@ Cases:
   int4-self  the default checkpoint dequantized to float (fp32, and bf16) as the target, its own
              INT4 quantization (RTN, group 32; INT8 LM head) drafting
   draft      the same float target, drafted by the Q4_1 GGUF file itself (a separate model)
+  (drafts run bf16 activations behind either target: SpeculativeConfig.draft_dtype's default)
   ngram      the default Q4_1 model as the target (bf16 activations, the LLM default), prompt
              lookup drafting, on a prompt that asks to repeat a given text with a small edit
              (where prompt lookup shines)

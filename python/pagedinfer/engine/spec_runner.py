@@ -163,13 +163,14 @@ def build_spec_decoder(llm, config: SpeculativeConfig, progress: bool = True) ->
     if config.method == "ngram":
         return SpecDecoder(llm, config, NgramProposer(config.prompt_lookup_min,
                                                       config.prompt_lookup_max))
+    draft_dtype = config.draft_torch_dtype(llm.dtype)
     if config.method == "int4-self":
-        draft = int4_self_model(llm.model)
+        draft = int4_self_model(llm.model, dtype=draft_dtype)
     else:
         if isinstance(config.model, str):
             from pagedinfer.loader import load_model
 
-            draft, _ = load_model(config.model, llm.dtype, llm.max_model_len, None, progress)
+            draft, _ = load_model(config.model, draft_dtype, llm.max_model_len, None, progress)
         else:  # an already loaded LlamaModel
             draft = config.model
         if draft.config.vocab_size != llm.config.vocab_size:
