@@ -28,6 +28,11 @@ TORCH_LIBRARY(pagedinfer, m) {
   m.def("rms_norm(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
   m.def("silu_and_mul(Tensor(a!) out, Tensor x) -> ()");
   m.def("rotary_embedding(Tensor positions, Tensor(a!) qk, Tensor cos, Tensor sin) -> ()");
+  // The attention half of a layer on the fused QKV output (csrc/ops/attention_ops.h).
+  m.def(
+      "rope_cache_attention(Tensor(a!) qkv, Tensor positions, Tensor cos, Tensor sin, "
+      "Tensor(b!) key_cache, Tensor(c!) value_cache, Tensor slot_mapping, Tensor query_start_loc, "
+      "Tensor seq_lens, Tensor block_tables, int num_heads, float scale, int sliding_window) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
@@ -41,6 +46,7 @@ TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
   m.impl("rms_norm", &pagedinfer::ops::rms_norm_cpu);
   m.impl("silu_and_mul", &pagedinfer::ops::silu_and_mul_cpu);
   m.impl("rotary_embedding", &pagedinfer::ops::rotary_embedding_cpu);
+  m.impl("rope_cache_attention", &pagedinfer::ops::rope_cache_attention_cpu);
 }
 
 #ifdef PAGEDINFER_WITH_CUDA

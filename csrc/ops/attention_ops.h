@@ -31,4 +31,14 @@ void paged_attention_cpu(const at::Tensor& query, const at::Tensor& key_cache,
                          const at::Tensor& seq_lens, const at::Tensor& block_tables, double scale,
                          int64_t sliding_window, const at::Tensor& out);
 
+// RoPE on qkv's q and k heads (in place), k and v into the cache, paged attention of the q heads:
+// out [T, num_heads * D] (attention_block_cpu.cpp).
+at::Tensor rope_cache_attention_cpu(const at::Tensor& qkv, const at::Tensor& positions,
+                                    const at::Tensor& cos, const at::Tensor& sin,
+                                    const at::Tensor& key_cache, const at::Tensor& value_cache,
+                                    const at::Tensor& slot_mapping,
+                                    const at::Tensor& query_start_loc, const at::Tensor& seq_lens,
+                                    const at::Tensor& block_tables, int64_t num_heads, double scale,
+                                    int64_t sliding_window);
+
 }  // namespace pagedinfer::ops

@@ -195,3 +195,29 @@ def _(out, x):
 @torch.library.register_fake("pagedinfer::rotary_embedding")
 def _(positions, qk, cos, sin):
     return None
+
+
+# ---- the attention half of a decoder layer (CPU) -----------------------------------------------
+
+def rope_cache_attention(qkv: torch.Tensor, positions: torch.Tensor, cos: torch.Tensor,
+                         sin: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
+                         slot_mapping: torch.Tensor, query_start_loc: torch.Tensor,
+                         seq_lens: torch.Tensor, block_tables: torch.Tensor, num_heads: int, *,
+                         scale: float | None = None, sliding_window: int | None = None) -> torch.Tensor:
+    """rotary_embedding + reshape_and_cache + paged_attention on a fused QKV projection's output,
+    in one call: qkv [T, (num_heads + 2 Hkv) * D] holds each token's q heads, then k heads, then v
+    heads (Hkv and D from key_cache). RoPE is applied to q and k in place, k and v are written to
+    their slots, and the q heads attend over the cache. Returns [T, num_heads * D] in qkv's dtype.
+    Same semantics and arguments as the three ops (see them); one dispatch instead of eleven."""
+    if scale is None:
+        scale = 1.0 / math.sqrt(key_cache.shape[-1])
+    window = 0 if sliding_window is None or sliding_window <= 0 else int(sliding_window)
+    return _ops.rope_cache_attention(qkv, positions, cos, sin, key_cache, value_cache, slot_mapping,
+                                     query_start_loc, seq_lens, block_tables, int(num_heads),
+                                     float(scale), window)
+
+
+@torch.library.register_fake("pagedinfer::rope_cache_attention")
+def _(qkv, positions, cos, sin, key_cache, value_cache, slot_mapping, query_start_loc, seq_lens,
+      block_tables, num_heads, scale, sliding_window):
+    return qkv.new_empty((qkv.shape[0], num_heads * key_cache.shape[-1]))

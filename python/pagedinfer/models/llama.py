@@ -44,17 +44,22 @@ class LlamaLayer:
         else:
             h, residual = add_rms_norm(x, residual, self.attn_norm, self.eps)
         qkv = self.qkv(h)
-        qk = rotary_embedding(meta.positions,
-                              qkv[:, : self.q_size + self.kv_size].view(T, -1, self.head_dim),
-                              cos, sin)
-        v = qkv[:, self.q_size + self.kv_size:].view(T, self.num_kv_heads, self.head_dim)
-        q, k = qk[:, : self.num_heads], qk[:, self.num_heads:]
-        ops.reshape_and_cache(k, v, key_cache, value_cache, meta.slot_mapping)
-        attn = ops.paged_attention(q, key_cache, value_cache, meta.query_start_loc, meta.seq_lens,
-                                   meta.block_tables, scale=self.scale,
-                                   sliding_window=self.sliding_window)
-        h, residual = add_rms_norm(self.o(attn.view(T, self.q_size)), residual, self.ffn_norm,
-                                   self.eps)
+        if qkv.is_cpu:  # RoPE, cache write and attention in one op (one dispatch, not eleven)
+            attn = ops.rope_cache_attention(qkv, meta.positions, cos, sin, key_cache, value_cache,
+                                            meta.slot_mapping, meta.query_start_loc, meta.seq_lens,
+                                            meta.block_tables, self.num_heads, scale=self.scale,
+                                            sliding_window=self.sliding_window)
+        else:
+            qk = rotary_embedding(meta.positions,
+                                  qkv[:, : self.q_size + self.kv_size].view(T, -1, self.head_dim),
+                                  cos, sin)
+            v = qkv[:, self.q_size + self.kv_size:].view(T, self.num_kv_heads, self.head_dim)
+            q, k = qk[:, : self.num_heads], qk[:, self.num_heads:]
+            ops.reshape_and_cache(k, v, key_cache, value_cache, meta.slot_mapping)
+            attn = ops.paged_attention(q, key_cache, value_cache, meta.query_start_loc,
+                                       meta.seq_lens, meta.block_tables, scale=self.scale,
+                                       sliding_window=self.sliding_window).view(T, self.q_size)
+        h, residual = add_rms_norm(self.o(attn), residual, self.ffn_norm, self.eps)
         return self.down(silu_and_mul(self.gate_up(h))), residual
 
 
