@@ -28,6 +28,7 @@ TORCH_LIBRARY(pagedinfer, m) {
   m.def("rms_norm(Tensor(a!) out, Tensor x, Tensor weight, float eps) -> ()");
   m.def("silu_and_mul(Tensor(a!) out, Tensor x) -> ()");
   m.def("rotary_embedding(Tensor positions, Tensor(a!) qk, Tensor cos, Tensor sin) -> ()");
+  m.def("argmax(Tensor x) -> Tensor");
   // The attention half of a layer on the fused QKV output (csrc/ops/attention_ops.h).
   m.def(
       "rope_cache_attention(Tensor(a!) qkv, Tensor positions, Tensor cos, Tensor sin, "
@@ -46,6 +47,7 @@ TORCH_LIBRARY_IMPL(pagedinfer, CPU, m) {
   m.impl("rms_norm", &pagedinfer::ops::rms_norm_cpu);
   m.impl("silu_and_mul", &pagedinfer::ops::silu_and_mul_cpu);
   m.impl("rotary_embedding", &pagedinfer::ops::rotary_embedding_cpu);
+  m.impl("argmax", &pagedinfer::ops::argmax_cpu);
   m.impl("rope_cache_attention", &pagedinfer::ops::rope_cache_attention_cpu);
 }
 

@@ -91,6 +91,11 @@ def rotary_embedding(positions, qk, cos, sin) -> None:
     qk.copy_((x * c + torch.roll(x, x.shape[-1] // 2, -1) * s).to(qk.dtype))
 
 
+def argmax(x):
+    """Index of each row's first maximum; NaN counts as the maximum (torch.max's rule)."""
+    return x.float().max(dim=-1).indices
+
+
 # ---- weight-only INT4 / INT8 GEMM -------------------------------------------------------------
 # Unpacks the layouts of pagedinfer/quant.py independently of the package's own helpers.
 

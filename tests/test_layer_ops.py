@@ -1,5 +1,6 @@
-"""The fused per-layer ops (fused_add_rms_norm, rms_norm, silu_and_mul, rotary_embedding) against
-tests/reference.py: awkward sizes, strided rows, every dtype, poisoned outputs, bad input."""
+"""The fused per-layer ops (fused_add_rms_norm, rms_norm, silu_and_mul, rotary_embedding) and
+argmax against tests/reference.py: awkward sizes, strided rows, every dtype, poisoned outputs,
+bad input."""
 from __future__ import annotations
 
 import pytest
@@ -75,6 +76,39 @@ def test_rotary_embedding(dtype, tokens, heads, head_dim):
     torch.testing.assert_close(qk, expected, atol=TOL[dtype][0], rtol=TOL[dtype][1])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rows, n", [(1, 1), (3, 19), (2, 49152), (17, 111)])
+def test_argmax(dtype, rows, n):
+    x = torch.randn(rows, n + 7).to(dtype)[:, 3: 3 + n]  # rows at a stride wider than n
+    if n > 4:  # each row's maximum twice: the first one must win
+        top = x.max(dim=-1)
+        x[torch.arange(rows), (top.indices + n // 2) % n] = top.values
+    got = ops.argmax(x)
+    assert got.dtype == torch.int64 and torch.equal(got, ref.argmax(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_argmax_infinities_and_nans(dtype):
+    x = torch.zeros(6, 40)
+    x[0] = float("-inf")                                        # all -inf: index 0
+    x[1, 37] = x[1, 5] = 3.0                                    # a tie across lanes
+    x[2, 30], x[2, 17] = float("inf"), float("nan")             # NaN beats +inf
+    x[3, 33], x[3, 2] = float("nan"), float("nan")              # the first NaN
+    x[4, 39] = float("inf")                                     # in the masked tail
+    x[5, 20:] = -1.0                                            # max 0 in the first lanes
+    x = x.to(dtype)
+    assert ops.argmax(x).tolist() == ref.argmax(x).tolist() == [0, 5, 17, 2, 39, 0]
+
+
+def test_argmax_bad_input():
+    with pytest.raises(ValueError, match=r"argmax: x must have 2 dims"):
+        ops.argmax(torch.randn(5))
+    with pytest.raises(ValueError, match="argmax: x must have at least one column"):
+        ops.argmax(torch.randn(3, 0))
+    with pytest.raises(ValueError, match="argmax: x"):
+        ops.argmax(torch.ones(2, 3, dtype=torch.int32))
+
+
 def test_opcheck():
     x, residual, w = torch.randn(3, 8), torch.randn(3, 8), torch.randn(8)
     torch.library.opcheck(torch.ops.pagedinfer.fused_add_rms_norm, (x, residual, w, 1e-5))
@@ -83,6 +117,7 @@ def test_opcheck():
     cos, sin = torch.randn(10, 8), torch.randn(10, 8)
     torch.library.opcheck(torch.ops.pagedinfer.rotary_embedding,
                           (torch.tensor([0, 3, 9]), torch.randn(3, 2, 8), cos, sin))
+    torch.library.opcheck(torch.ops.pagedinfer.argmax, (torch.randn(4, 37),))
 
 
 def test_compile():

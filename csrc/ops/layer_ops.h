@@ -20,4 +20,7 @@ void silu_and_mul_cpu(const at::Tensor& out, const at::Tensor& x);
 void rotary_embedding_cpu(const at::Tensor& positions, const at::Tensor& qk, const at::Tensor& cos,
                           const at::Tensor& sin);
 
+// The index of each row's first maximum (NaN counts as the maximum), int64 [rows], for x [rows, n].
+at::Tensor argmax_cpu(const at::Tensor& x);
+
 }  // namespace pagedinfer::ops

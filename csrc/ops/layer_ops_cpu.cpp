@@ -125,4 +125,18 @@ void rotary_embedding_cpu(const at::Tensor& positions_in, const at::Tensor& qk,
   });
 }
 
+at::Tensor argmax_cpu(const at::Tensor& x) {
+  const char* op = "argmax";
+  const auto dtype = layer_dtype(x, op, "x");
+  check_rows(x, op, "x", x, "x");
+  TORCH_CHECK_VALUE(x.size(1) > 0, op, ": x must have at least one column, got shape ",
+                    shape_str(x));
+  at::Tensor out = at::empty({x.size(0)}, x.options().dtype(at::kLong));
+  const int64_t n = x.size(1);
+  at::parallel_for(0, x.size(0), grain(n), [&](int64_t b, int64_t e) {
+    cpu::argmax_rows(dtype, x.data_ptr(), x.stride(0), n, out.data_ptr<int64_t>(), b, e);
+  });
+  return out;
+}
+
 }  // namespace pagedinfer::ops

@@ -177,6 +177,19 @@ def rotary_embedding(positions: torch.Tensor, qk: torch.Tensor, cos: torch.Tenso
     _ops.rotary_embedding(positions, qk, cos, sin)
 
 
+def argmax(x: torch.Tensor) -> torch.Tensor:
+    """Index of each row's first maximum, int64 [R], for x [R, n] (fp32 / bf16 / fp16, CPU); a NaN
+    counts as the maximum, as in torch.max(dim). For greedy sampling: PyTorch's CPU argmax takes
+    ~5 ms and max(dim) ~1.1 ms for 64 x 49,152 bf16 logits."""
+    return _ops.argmax(x)
+
+
+@torch.library.register_fake("pagedinfer::argmax")
+def _(x):
+    torch._check(x.dim() == 2, lambda: f"argmax: x must have 2 dims [rows, n], got {x.dim()}")
+    return x.new_empty((x.shape[0],), dtype=torch.int64)
+
+
 @torch.library.register_fake("pagedinfer::fused_add_rms_norm")
 def _(x, residual, weight, eps):
     return None

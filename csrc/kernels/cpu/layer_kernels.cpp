@@ -104,6 +104,23 @@ void rotary_rows(T* qk, int64_t st, int64_t sh, int64_t heads, int64_t D, const 
   }
 }
 
+template <typename T>
+void argmax_row_range(const T* x, int64_t xs, int64_t n, int64_t* out, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const T* row = x + r * xs;
+    float best = to_f32(row[0]);
+    int64_t idx = 0;
+    for (int64_t i = 1; i < n && best == best; ++i) {  // stops at a NaN: it is the maximum
+      const float v = to_f32(row[i]);
+      if (v > best || v != v) {
+        best = v;
+        idx = i;
+      }
+    }
+    out[r] = idx;
+  }
+}
+
 }  // namespace
 
 
@@ -184,6 +201,18 @@ void rotary_embedding(LayerDtype dtype, void* qk, int64_t st, int64_t sh, int64_
     case LayerDtype::kF16:
       rotary_rows(static_cast<f16_t*>(qk), st, sh, heads, D, pos, cos, sin, t0, t1);
       break;
+  }
+}
+
+void argmax_rows(LayerDtype dtype, const void* x, int64_t xs, int64_t n, int64_t* out, int64_t r0,
+                 int64_t r1) {
+#ifdef PAGEDINFER_HAVE_AVX512
+  if (active_isa() == Isa::kAvx512) return argmax_rows_avx512(dtype, x, xs, n, out, r0, r1);
+#endif
+  switch (dtype) {
+    case LayerDtype::kF32: return argmax_row_range(static_cast<const float*>(x), xs, n, out, r0, r1);
+    case LayerDtype::kBF16: return argmax_row_range(static_cast<const bf16_t*>(x), xs, n, out, r0, r1);
+    case LayerDtype::kF16: return argmax_row_range(static_cast<const f16_t*>(x), xs, n, out, r0, r1);
   }
 }
 

@@ -1,6 +1,7 @@
 // CPU kernels for the small per-layer ops of a transformer block, fused so that a decode step
 // makes a few calls per layer instead of dozens: RMSNorm (optionally fused with the residual
-// add), SiLU-and-multiply (SwiGLU), rotary position embedding (half-split "NeoX" layout).
+// add), SiLU-and-multiply (SwiGLU), rotary position embedding (half-split "NeoX" layout), and
+// the row argmax of greedy sampling.
 // Raw pointers and sizes only; csrc/ops/layer_ops_cpu.cpp checks shapes and indices.
 //
 // Arithmetic in fp32 whatever the storage dtype; each output is rounded once to the storage
@@ -35,6 +36,11 @@ void rotary_embedding(LayerDtype dtype, void* qk, int64_t stride_token, int64_t 
                       int64_t num_heads, int64_t head_dim, const int64_t* positions,
                       const float* cos, const float* sin, int64_t token_begin, int64_t token_end);
 
+// out[r] = the index of the first maximum of row r of x [rows, n], n >= 1 (greedy sampling). A
+// NaN counts as the maximum and the first NaN wins, as torch.max(dim) decides.
+void argmax_rows(LayerDtype dtype, const void* x, int64_t x_stride, int64_t n, int64_t* out,
+                 int64_t row_begin, int64_t row_end);
+
 #ifdef PAGEDINFER_HAVE_AVX512
 // AVX-512 twins (layer_kernels_avx512.cpp); the functions above call them when active_isa() allows.
 void fused_add_rms_norm_avx512(LayerDtype dtype, void* x, int64_t x_stride, void* residual,
@@ -49,6 +55,8 @@ void rotary_embedding_avx512(LayerDtype dtype, void* qk, int64_t stride_token, i
                              int64_t num_heads, int64_t head_dim, const int64_t* positions,
                              const float* cos, const float* sin, int64_t token_begin,
                              int64_t token_end);
+void argmax_rows_avx512(LayerDtype dtype, const void* x, int64_t x_stride, int64_t n, int64_t* out,
+                        int64_t row_begin, int64_t row_end);
 #endif
 
 }  // namespace pagedinfer::cpu

@@ -22,7 +22,7 @@ import torch
 
 from pagedinfer.engine.block_manager import BlockManager
 from pagedinfer.engine.runner import ModelRunner
-from pagedinfer.engine.sampler import Sampler
+from pagedinfer.engine.sampler import Sampler, greedy_tokens
 from pagedinfer.engine.scheduler import ScheduledBatch
 from pagedinfer.engine.sequence import Sequence
 
@@ -103,7 +103,7 @@ class DraftModelProposer:
             input_ids, meta, _, last = self.runner.prepare(batch)
             hidden = self.model.forward(input_ids, meta, self.runner.kv_caches)
             logits = self.model.compute_logits(hidden[last])
-            greedy_ids = logits.argmax(-1).tolist()
+            greedy_ids = greedy_tokens(logits)
             step += 1
             still, still_want = [], []
             for row, (shadow, k) in enumerate(zip(active, want)):

@@ -12,6 +12,17 @@ import torch
 from pagedinfer.engine.params import SamplingParams
 
 
+def greedy_tokens(logits: torch.Tensor) -> list[int]:
+    """The argmax of each row of logits [S, vocab] (the first maximum). On the CPU through
+    pagedinfer's kernel: PyTorch's argmax takes ~5 ms and max(dim) ~1.1 ms for 64 x 49,152 bf16
+    logits, 0.17 ms there (a few percent of a 64-request decode step)."""
+    if logits.is_cpu and logits.dim() == 2 and logits.shape[-1] > 0:
+        from pagedinfer import ops
+
+        return ops.argmax(logits).tolist()
+    return logits.argmax(-1).tolist()
+
+
 class Sampler:
     def __init__(self, seed: int = 0):
         self.generator = torch.Generator().manual_seed(seed)  # requests without a seed
@@ -19,9 +30,7 @@ class Sampler:
     def __call__(self, logits: torch.Tensor, params: list[SamplingParams],
                  generators: list[torch.Generator | None]) -> list[int]:
         """logits: [S, vocab] in any float dtype, on any device; returns S token ids."""
-        # max(dim).indices, not argmax: the same first index of the maximum, but PyTorch's CPU
-        # argmax is 4x slower (5 ms for 64 x 49,152 bf16 logits, a tenth of a decode step).
-        tokens = logits.max(dim=-1).indices.tolist()
+        tokens = greedy_tokens(logits)
         for i, p in enumerate(params):
             if not p.greedy:
                 tokens[i] = self.sample_row(logits[i], p, generators[i] or self.generator)

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from pagedinfer.engine.sampler import Sampler
+from pagedinfer.engine.sampler import Sampler, greedy_tokens
 from pagedinfer.engine.sequence import Sequence
 from pagedinfer.engine.speculative import SpeculativeConfig, verify, verify_greedy
 
@@ -106,7 +106,7 @@ class SpecDecoder:
         logits, argmax = None, []
         if rows:
             logits = llm.model.compute_logits(hidden[torch.tensor(rows, device=hidden.device)])
-            argmax = logits.argmax(-1).tolist()
+            argmax = greedy_tokens(logits)
         self.target_time += time.perf_counter() - t1
         self.propose_time += t1 - t0
         # ---- verify and emit --------------------------------------------------------------------
