@@ -98,7 +98,8 @@ void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkI
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
   const int64_t k_end = std::min<int64_t>(w.k_end, w.k_begin + max_keys);
   for (int64_t pos = w.k_begin; pos < k_end; ++pos) {
-    const int64_t slot = static_cast<int64_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
+    const int64_t slot =
+        static_cast<int64_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
     const char* k = static_cast<const char*>(p.key_cache) + slot * row + off;
     const char* v = static_cast<const char*>(p.value_cache) + slot * row + off;
     for (int64_t b = 0; b < bytes; b += 64) {

@@ -1,7 +1,7 @@
-// AVX-512 twins of the RMSNorm, SiLU-and-multiply, RoPE and argmax kernels of layer_kernels.cpp. The generic
-// file is compiled for baseline x86-64 and its fp32 sums do not vectorize (the compiler keeps
-// their order); here 16 lanes at a time: 10-20x faster on a batch of rows. Same arithmetic: fp32
-// inside, one rounding per stored value (round to nearest even for bf16 and fp16).
+// AVX-512 twins of the RMSNorm, SiLU-and-multiply, RoPE and argmax kernels of layer_kernels.cpp.
+// The generic file is compiled for baseline x86-64 and its fp32 sums do not vectorize (the
+// compiler keeps their order); here 16 lanes at a time: 10-20x faster on a batch of rows. Same
+// arithmetic: fp32 inside, one rounding per stored value (round to nearest even for bf16, fp16).
 #include <immintrin.h>
 
 #include <cmath>
