@@ -5,7 +5,7 @@
   max_tokens end the output exactly where they do without speculation;
 - sampling: the emitted tokens follow the target's distribution (chi-square of the joint of the
   2nd and 3rd tokens over 20,000 requests (k = 1: draft, residual and bonus paths) and 8,000
-  (k = 3, top-k), against the target's exact joint, fixed seeds);
+  (k = 3, top-k; k = 2, top-p), against the target's exact joint, fixed seeds);
 - no block is leaked (target pool and draft pool) after any run;
 - bad configurations fail at construction with a clear message.
 """
@@ -22,7 +22,7 @@ from spec_models import VOCAB, write_tiny_llama
 from test_spec_verify import chi_square_pvalue
 
 BLOCK = 4
-REQUESTS = {1: 20_000, 3: 8_000}  # per sampling case, by k (the pure rule: 20,000 per k)
+REQUESTS = {1: 20_000, 2: 8_000, 3: 8_000}  # per sampling case, by k (the pure rule: 20,000 per k)
 BLOCK_BYTES = 2 * 2 * BLOCK * 2 * 16 * 4  # layers * K,V * block * kv heads * head_dim * fp32
 
 
@@ -135,12 +135,18 @@ def target_pair_marginal(llm, prompt, params):
     return (p1[:, None, None] * p2[:, :, None] * p3).sum(0).flatten()
 
 
-@pytest.mark.parametrize("k, top_k", [(1, 0), (3, 6)], ids=["k1-bonus", "k3-topk6"])
-def test_sampling_follows_the_target_distribution(models, k, top_k):
+# (k, temperature, top_k, top_p). The top-p case runs hot (3.0): the tiny target is peaked, and
+# at 0.8 a top-p of 0.8 would leave one token per position (121 of 256 pairs stay at 3.0).
+@pytest.mark.parametrize("k, temperature, top_k, top_p",
+                         [(1, 0.8, 0, 1.0), (3, 0.8, 6, 1.0), (2, 3.0, 0, 0.8)],
+                         ids=["k1-bonus", "k3-topk6", "k2-topp0.8"])
+def test_sampling_follows_the_target_distribution(models, k, temperature, top_k, top_p):
     """Tokens 2 and 3 come from one verification (k=1: the draft or its residual, then the bonus
-    token; k=3: the first two draft positions); their joint must be the target's."""
+    token; k=2, 3: the first two draft positions); their joint must be the target's, with top-k
+    or top-p applied to both the draft's and the target's distributions."""
     prompt = [3, 1, 4, 1, 5]
-    params = SamplingParams(max_tokens=k + 2, temperature=0.8, top_k=top_k, ignore_eos=True)
+    params = SamplingParams(max_tokens=k + 2, temperature=temperature, top_k=top_k, top_p=top_p,
+                            ignore_eos=True)
     llm = make_llm(models, dict(method="draft", model=models["far"], num_speculative_tokens=k),
                    blocks=8192, max_num_seqs=2048, max_num_batched_tokens=16384, seed=k)
     expected = target_pair_marginal(llm, prompt, params)
