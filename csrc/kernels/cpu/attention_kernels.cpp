@@ -100,12 +100,8 @@ void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkI
   for (int64_t pos = w.k_begin; pos < k_end; ++pos) {
     const int64_t slot =
         static_cast<int64_t>(table[pos / p.block_size]) * p.block_size + pos % p.block_size;
-    const char* k = static_cast<const char*>(p.key_cache) + slot * row + off;
-    const char* v = static_cast<const char*>(p.value_cache) + slot * row + off;
-    for (int64_t b = 0; b < bytes; b += 64) {
-      __builtin_prefetch(k + b, 0, 2);
-      __builtin_prefetch(v + b, 0, 2);
-    }
+    prefetch_kv_row(static_cast<const char*>(p.key_cache) + slot * row + off,
+                    static_cast<const char*>(p.value_cache) + slot * row + off, bytes);
   }
 }
 

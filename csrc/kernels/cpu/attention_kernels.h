@@ -123,17 +123,19 @@ struct NextRows {
   int64_t bytes;  // of one head's row
 };
 
+// Prefetches `bytes` of a K row and of a V row into L2.
+inline void prefetch_kv_row(const void* k, const void* v, int64_t bytes) {
+  for (int64_t b = 0; b < bytes; b += 64) {
+    __builtin_prefetch(static_cast<const char*>(k) + b, 0, 2);
+    __builtin_prefetch(static_cast<const char*>(v) + b, 0, 2);
+  }
+}
+
 // Prefetches all of `next` into L2 at once (kernels that can, spread it over their work instead).
 template <typename T>
 inline void prefetch_rows(const NextRows<T>& next) {
-  for (int j = 0; j < next.n; ++j) {
-    const char* kr = reinterpret_cast<const char*>(next.k[j] + next.hoff);
-    const char* vr = reinterpret_cast<const char*>(next.v[j] + next.hoff);
-    for (int64_t b = 0; b < next.bytes; b += 64) {
-      __builtin_prefetch(kr + b, 0, 2);
-      __builtin_prefetch(vr + b, 0, 2);
-    }
-  }
+  for (int j = 0; j < next.n; ++j)
+    prefetch_kv_row(next.k[j] + next.hoff, next.v[j] + next.hoff, next.bytes);
 }
 
 namespace scalar_attn {

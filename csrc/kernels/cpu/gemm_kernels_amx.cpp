@@ -7,8 +7,7 @@
 // the VNNI form of the B operand (x_vnni[mb][K/2][16][2]: pairs of K for 16 rows of x). Each
 // 32-row block of W is dequantized once (AVX-512, into L1/L2) and reused for all M rows;
 // 4 C tiles (2 W blocks x 2 x blocks) accumulate in fp32, then go out transposed with the bias.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"  // (-Wmaybe-uninitialized: cmake/utils.cmake)
 #include <immintrin.h>
 
 #include <algorithm>

@@ -10,8 +10,7 @@
 // keeps two accumulators so the fma chains do not limit throughput.
 // GCC 12 flags its own intrinsics headers (_mm512_reduce_add_ps, _mm512_setzero_*) as reading
 // uninitialized values; the warning is spurious.
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"  // (-Wmaybe-uninitialized: cmake/utils.cmake)
 #include <immintrin.h>
 
 #include <algorithm>

@@ -83,7 +83,8 @@ class SpeculativeConfig:
         if self.method != "draft" and self.model is not None:
             raise ValueError(f"speculative: model= is only used by method 'draft', got "
                              f"model={self.model!r} with method {self.method!r}")
-        if self.draft_dtype is not None and (self.method == "ngram" or self.draft_dtype not in DRAFT_DTYPES):
+        if self.draft_dtype is not None and (self.method == "ngram"
+                                             or self.draft_dtype not in DRAFT_DTYPES):
             raise ValueError(f"speculative: draft_dtype must be one of {list(DRAFT_DTYPES)} and "
                              f"needs a draft model (method 'draft' or 'int4-self'), got "
                              f"{self.draft_dtype!r} with method {self.method!r}")
