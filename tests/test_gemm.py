@@ -80,6 +80,49 @@ def test_linear_3d_and_noncontiguous(kind, dtype, m):
 
 
 @pytest.mark.parametrize("kind", ["int4", "int8"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("g", [32, 64, 128])
+def test_gemv_16bit_activations_wide_range(kind, dtype, g):
+    """The GEMV path quantizes 16-bit x to int16 with a power-of-two scale per group: values within
+    2^7 (bf16) / 2^4 (fp16) of their group's largest are held exactly, smaller ones to 2^-16 of it.
+    Outliers 1000x the rest, and groups of tiny values next to normal ones, stay as accurate as
+    the reference computed from the same x."""
+    n, k = 40, 4 * g
+    w = make(kind, n, k, g)
+    for m in (1, 2, 4):
+        x = torch.randn(m, k)
+        x[:, ::37] *= 1000.0  # outliers inside groups
+        x[:, :g] *= 1e-30  # one group of tiny values (near the bottom of the fp32 range for bf16)
+        if dtype == torch.float16:
+            x = x.clamp(-6e4, 6e4)
+        x = x.to(dtype)
+        want = (x.double() @ w.dequantize().double().T)
+        y = run(kind, x, w)
+        err = (y.double() - want).abs().max().item()
+        assert err <= 2 ** -7 * want.abs().max().item(), err  # the output's own rounding, 2^-8 / 2^-11
+        # The tiny group alone: exact to its own scale, not swamped by the other groups.
+        xs = torch.zeros_like(x)
+        xs[:, :g] = x[:, :g]
+        want_s = xs.double() @ w.dequantize().double().T
+        y_s = run(kind, xs, w).double()
+        assert (y_s - want_s).abs().max().item() <= 2 ** -7 * want_s.abs().max().item() + 1e-45
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_gemv_non_finite_activations_propagate(kind, dtype, bad):
+    """A NaN or inf in x makes every output of its row non-finite, as x @ W's would be (the int16
+    image of x must not silently drop it); the other rows are unaffected."""
+    w = make(kind, 24, 128, 32)
+    x = torch.randn(3, 128).to(dtype)
+    x[1, 70] = bad
+    y = run(kind, x, w)
+    assert not torch.isfinite(y[1]).any()
+    check_close(y[[0, 2]], reference(kind, x[[0, 2]], w), dtype)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
 def test_linear_empty_batch(kind):
     w = make(kind, 16, 64, 32)
     assert run(kind, torch.randn(0, 64), w).shape == (0, 16)

@@ -107,13 +107,17 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     // Prepared activations in a per-thread scratch kept across calls (decode calls are small
     // and frequent; four allocations each were a measurable share of a 576 x 576 layer).
     thread_local std::vector<float> scratch;
-    const int64_t floats = M * K + M * K / 2 * 2 + M * groups + 64;
+    // x32 [M, K] | x_hi, x_lo bf16 [M, K] each (fp32 x) or x_q int16 [M, K] (16-bit x) |
+    // x_qscale [M, groups] | x_sum [M, groups]
+    const int64_t floats = 2 * M * K + 2 * M * groups;
     if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
     float* x32 = scratch.data();
-    auto* x_hi = reinterpret_cast<uint16_t*>(x32 + M * K);
-    uint16_t* x_lo = x.scalar_type() != at::kBFloat16 ? x_hi + M * K : nullptr;
-    float* x_sum = x32 + M * K + M * K;  // after x_hi and x_lo (M * K bf16 each)
-    cpu::PreparedX px{x32, x_hi, x_lo, x_sum, M, K, group_size};
+    const bool fp32 = x.scalar_type() == at::kFloat;
+    auto* x16 = reinterpret_cast<uint16_t*>(x32 + M * K);
+    float* x_qscale = x32 + 2 * M * K;
+    float* x_sum = x_qscale + M * groups;
+    cpu::PreparedX px{x32, fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
+                      fp32 ? nullptr : reinterpret_cast<int16_t*>(x16), x_qscale, x_sum, M, K, group_size};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;

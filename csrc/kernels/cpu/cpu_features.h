@@ -24,7 +24,7 @@ struct CpuFeatures {
 
   // The AVX-512 family the *_avx512.cpp files are compiled for (F, BW, VL, DQ, BF16 and FMA).
   bool has_avx512_kernels() const {
-    return avx512f && avx512bw && avx512vl && avx512dq && avx512_bf16 && fma;
+    return avx512f && avx512bw && avx512vl && avx512dq && avx512_vnni && avx512_bf16 && fma;
   }
   std::string describe() const;  // "avx2 fma f16c avx512f ..." for build_info and bench output
 };

@@ -80,20 +80,14 @@ static float load_value(const void* x, DType dt, int64_t index) {
 
 void prepare_x(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
 #ifdef PAGEDINFER_HAVE_AVX512
-  if (active_isa() == Isa::kAvx512 && p.x_hi != nullptr) return prepare_x_avx512(x, dt, ldx_bytes, p);
+  if (active_isa() == Isa::kAvx512 && (p.x_hi != nullptr || p.x_q != nullptr))
+    return prepare_x_avx512(x, dt, ldx_bytes, p);
 #endif
   const int64_t groups = p.K / p.group_size;
   for (int64_t m = 0; m < p.M; ++m) {
     const void* row = static_cast<const char*>(x) + m * ldx_bytes;
     float* x32 = p.x32 + m * p.K;
     for (int64_t k = 0; k < p.K; ++k) x32[k] = load_value(row, dt, k);
-    if (p.x_hi != nullptr) {
-      for (int64_t k = 0; k < p.K; ++k) {
-        const uint16_t hi = float_to_bf16(x32[k]);
-        p.x_hi[m * p.K + k] = hi;
-        if (p.x_lo != nullptr) p.x_lo[m * p.K + k] = float_to_bf16(x32[k] - bf16_to_float(hi));
-      }
-    }
     for (int64_t g = 0; g < groups; ++g) {
       float s = 0.f;
       for (int64_t j = 0; j < p.group_size; ++j) s += x32[g * p.group_size + j];
@@ -173,7 +167,7 @@ void int8_dequant_scalar(const Int8Args& w, int64_t n_begin, int64_t n_end, void
 void int4_gemv(const Int4Args& w, const PreparedX& x, const float* bias, void* out, DType out_dt,
                int64_t ldo, int64_t n_begin, int64_t n_end) {
 #ifdef PAGEDINFER_HAVE_AVX512
-  if (active_isa() == Isa::kAvx512 && x.x_hi != nullptr)
+  if (active_isa() == Isa::kAvx512 && (x.x_hi != nullptr || x.x_q != nullptr))
     return int4_gemv_avx512(w, x, bias, out, out_dt, ldo, n_begin, n_end);
 #endif
   int4_gemv_scalar(w, x, bias, out, out_dt, ldo, n_begin, n_end);
@@ -182,7 +176,8 @@ void int4_gemv(const Int4Args& w, const PreparedX& x, const float* bias, void* o
 void int8_gemv(const Int8Args& w, const PreparedX& x, const float* bias, void* out, DType out_dt,
                int64_t ldo, int64_t n_begin, int64_t n_end) {
 #ifdef PAGEDINFER_HAVE_AVX512
-  if (active_isa() == Isa::kAvx512) return int8_gemv_avx512(w, x, bias, out, out_dt, ldo, n_begin, n_end);
+  if (active_isa() == Isa::kAvx512 && (x.x_hi != nullptr || x.x_q != nullptr))
+    return int8_gemv_avx512(w, x, bias, out, out_dt, ldo, n_begin, n_end);
 #endif
   int8_gemv_scalar(w, x, bias, out, out_dt, ldo, n_begin, n_end);
 }

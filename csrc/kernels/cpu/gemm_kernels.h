@@ -39,13 +39,19 @@ struct Int8Args {
 enum class DType { kF32 = 0, kBF16 = 1, kF16 = 2 };
 
 // Activations prepared once per call for the small-M kernels (rows of x, K contiguous):
-//   x32 fp32 [M, K]; x_hi bf16 [M, K] = bf16(x); x_lo bf16 [M, K] = bf16(x - x_hi) (only when x
-//   is not bf16: x_hi + x_lo holds x to ~2^-17, so bf16 dot products keep fp32-level accuracy);
-//   x_sum fp32 [M, K / G] = per-group sums of x (the `min` term: sum_k min * x_k).
+//   x32 fp32 [M, K]; x_sum fp32 [M, K / G] = per-group sums of x (the `min` term:
+//   sum_k min * x_k); the AVX-512 kernels also take one of two images of x:
+//   - fp32 x: x_hi bf16 [M, K] = bf16(x), x_lo bf16 [M, K] = bf16(x - x_hi) (x_hi + x_lo holds x
+//     to ~2^-17, so bf16 dot products keep fp32-level accuracy); x_q = nullptr;
+//   - bf16 / fp16 x: x_q int16 [M, K] and x_qscale fp32 [M, K / G], x = x_q * x_qscale, the scale
+//     a power of two per group (gemv_kernels_avx512.cpp says how exact); x_hi = x_lo = nullptr.
+//   The scalar twins read x32 only.
 struct PreparedX {
   float* x32;
   uint16_t* x_hi;
-  uint16_t* x_lo;  // nullptr when x is bf16
+  uint16_t* x_lo;
+  int16_t* x_q;
+  float* x_qscale;
   float* x_sum;
   int64_t M, K, group_size;
 };

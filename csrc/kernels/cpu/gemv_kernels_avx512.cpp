@@ -1,0 +1,524 @@
+// AVX-512 GEMV twins of gemm_kernels.cpp (the small-M path: decode). Compiled with AVX-512
+// flags; entered only when active_isa() says the CPU has them. Layouts: gemm_kernels.h.
+//
+// The GEMV streams each weight once, so it must unpack and multiply faster than memory delivers:
+// about 36 G weights/s (2 cores) at 80 % of this machine's 28 GB/s for INT4. The unpacking and
+// multiplying cost is what limits it, so each path below is counted in vector instructions.
+//
+// bf16 / fp16 activations (the default): integer dot products. prepare_x quantizes x to int16
+// with one power-of-two scale per weight group, chosen so the group's largest |x| lands in
+// [2^14, 2^15): a bf16 (fp16) value within 2^7 (2^4) of the group's largest is held exactly, a
+// smaller one to 2^-16 of the largest, i.e. finer than bf16 itself resolves it. Per 64 INT4
+// weights of a row: a widen (32 bytes -> 32 words, low nibble | high nibble << 4), an and, a
+// shift, two vpmaddwd against the int16 x (exact int32 sums), and per group one convert and one
+// fma with scale[n, g] * x_qscale[m, g]: 9 micro-ops where the vdpbf16ps version took 13
+// (vdpbf16ps is 3 micro-ops here); measured on L2-resident rows, one core: 25 -> 38 G weights/s
+// in isolation, 18 -> 29 inside the op. The min term is
+// sum_g min[n, g] * x_sum[m, g], 16 groups per fma. INT8 is the same with a sign-extending widen.
+//
+// fp32 activations keep fp32-level accuracy: x is split into bf16 x_hi + x_lo (x_hi + x_lo holds
+// x to ~2^-17) and the nibbles become exact bf16 through vpermw on a 32-entry table, multiplied
+// with vdpbf16ps against both.
+//
+// Two weight rows per pass share the activation loads; each (row, x row) keeps two accumulators
+// so the fma chains do not limit throughput.
+// GCC 12 flags its own intrinsics headers (_mm512_reduce_add_ps, _mm512_setzero_*) as reading
+// uninitialized values; the warning is spurious.
+#pragma GCC diagnostic ignored "-Wuninitialized"  // (-Wmaybe-uninitialized: cmake/utils.cmake)
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/gemm_kernels.h"
+#include "kernels/cpu/gemm_simd_avx512.h"
+
+namespace pagedinfer::cpu {
+namespace {
+
+using avx512_gemm::halves_to_floats;
+using avx512_gemm::log2_of;
+using avx512_gemm::prefetch_bytes;
+
+// Software prefetch: the weight rows are read kPrefetchBytes ahead of the current ones, one line
+// per chunk of work (the hardware prefetchers alone left the loop waiting on DRAM, 14 vs 22 GB/s
+// for a 4096-wide layer with 2 threads), and the scales and mins kScalePrefetchRows rows ahead,
+// whole (row_factors reads them all at a row's start). Measured on a 335 MB INT4 matrix and the
+// default model's K = 576: 2-4 KiB ahead beats 1 KiB (-6 %) and 8-32 KiB (-12 to -20 %). (Likely
+// because lines prefetched far ahead, in other pages, stay in flight longer and hold the
+// line-fill buffers that bound one core's memory traffic.)
+constexpr int64_t kPrefetchBytes = 2048;
+constexpr int64_t kScalePrefetchRows = 8;
+
+inline __m512i nibble_table() {
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return (__m512i)_mm512_cvtne2ps_pbh(iota, iota);
+}
+
+// sum_i a[i] * b[i]
+inline float dot_floats(const float* a, const float* b, int64_t count) {
+  __m512 acc = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= count; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
+  if (i < count) {
+    const __mmask16 mask = static_cast<__mmask16>((1u << (count - i)) - 1);
+    acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, a + i), _mm512_maskz_loadu_ps(mask, b + i), acc);
+  }
+  return _mm512_reduce_add_ps(acc);
+}
+
+inline __m512 load16(const void* row, DType dt, int64_t k) {
+  switch (dt) {
+    case DType::kBF16:
+      return _mm512_castsi512_ps(_mm512_slli_epi32(
+          _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i*)(static_cast<const uint16_t*>(row) + k))), 16));
+    case DType::kF16:
+      return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i*)(static_cast<const uint16_t*>(row) + k)));
+    default:
+      return _mm512_loadu_ps(static_cast<const float*>(row) + k);
+  }
+}
+
+// The int16 image of one group of x (G values in x32) and its scale (file comment). A group
+// holding inf or NaN gets a NaN scale, so the outputs it feeds are NaN, as x @ W's would be.
+inline void quantize_group(const float* x32, int64_t G, int16_t* xq, float* qscale) {
+  __m512 mx = _mm512_setzero_ps();
+  __mmask16 non_finite = 0;  // (max_ps drops NaNs, so they are looked for separately)
+  for (int64_t k = 0; k < G; k += 16) {
+    const __m512 v = _mm512_loadu_ps(x32 + k);
+    mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
+    non_finite |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN | SNaN | +inf | -inf
+  }
+  const float maxabs = _mm512_reduce_max_ps(mx);
+  uint32_t bits;
+  std::memcpy(&bits, &maxabs, 4);
+  const int biased = static_cast<int>(bits >> 23);  // maxabs in [2^(biased - 127), 2^(biased - 126))
+  if (non_finite != 0) {
+    std::memset(xq, 0, G * sizeof(int16_t));
+    *qscale = NAN;
+    return;
+  }
+  const int e = std::min(141 - biased, 127);  // maxabs * 2^e in [2^14, 2^15)
+  const __m512 up = _mm512_set1_ps(std::ldexp(1.0f, e));
+  for (int64_t k = 0; k < G; k += 16)  // round to nearest; saturation never triggers (exact max)
+    _mm256_storeu_si256((__m256i*)(xq + k),
+                        _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x32 + k), up))));
+  *qscale = std::ldexp(1.0f, -e);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 16-bit activations: int16 dot products.
+
+// f[(r * MB + m) * gpad + g] = scale[n + r, g] * x_qscale[m0 + m, g] for every group of the NR
+// rows (gpad = groups rounded up to 16; the padding is written as zeros), and their min terms
+// added to acc[(r * MB + m) * 2]: done once per row, before the weights stream. Whole-vector
+// stores, because the streaming loop reads f back at once: a load cannot take its value from an
+// earlier masked store still in flight, and waits for it.
+template <int MB, int NR>
+__attribute__((always_inline)) inline void row_factors(const uint16_t* scale, const uint16_t* min,
+                                                       const PreparedX& x, int64_t m0, int64_t n,
+                                                       int64_t groups, int64_t gpad, float* f,
+                                                       __m512* acc) {
+  const float* x_qscale = x.x_qscale;
+  const float* x_sum = x.x_sum;
+  for (int64_t g0 = 0; g0 < groups; g0 += 16) {
+    const __mmask16 gm = groups - g0 >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (groups - g0)) - 1);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      const int64_t so = (n + r) * groups + g0;
+      const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, scale + so));
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m)
+        _mm512_store_ps(f + (r * MB + m) * gpad + g0,
+                        _mm512_mul_ps(s, _mm512_maskz_loadu_ps(gm, x_qscale + (m0 + m) * groups + g0)));
+      if (min == nullptr) continue;
+      const __m512 mn = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, min + so));
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m)
+        acc[(r * MB + m) * 2] =
+            _mm512_fmadd_ps(mn, _mm512_maskz_loadu_ps(gm, x_sum + (m0 + m) * groups + g0), acc[(r * MB + m) * 2]);
+    }
+  }
+}
+
+// Prefetches NR * 32 bytes per 64-weight chunk (the NR rows' share of it), kPrefetchBytes ahead.
+template <int NR>
+inline void prefetch_ahead(const char* next, int64_t k) {
+  _mm_prefetch(next + NR * k / 2, _MM_HINT_T0);
+}
+
+
+// result[r * MB + m] = sum_k w[n + r, k] * x[m0 + m, k] (scale and min applied).
+// f: 64-byte aligned scratch of 2 * MB * gpad floats.
+template <int MB, int NR, int G>
+void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, float* f,
+                   float* result) {
+  const int64_t K = w.K, groups = K / G, gpad = (groups + 15) / 16 * 16, rb = int4_row_bytes(K);
+  const __m512i low4 = _mm512_set1_epi16(0x0F);
+  const uint8_t* q[NR];
+  for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
+  const int16_t* xq = x.x_q + m0 * K;
+  const char* next = reinterpret_cast<const char*>(q[0]) + kPrefetchBytes;
+  // The scales and mins of those rows too: row_factors reads them all at once, at a row's start.
+  prefetch_bytes(w.scale + (n + kScalePrefetchRows) * groups, NR * groups * 2);
+  prefetch_bytes(w.min + (n + kScalePrefetchRows) * groups, NR * groups * 2);
+  __m512 acc[NR * MB * 2];  // one flat array, so GCC keeps it in registers
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
+  row_factors<MB, NR>(w.scale, w.min, x, m0, n, groups, gpad, f, acc);
+  // One 64-weight chunk at k: low nibbles (k ... k + 31) and high ones (k + 32 ... k + 63).
+  auto unpack = [&](int64_t k, __m512i* lo, __m512i* hi) {
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + k / 2)));
+      lo[r] = _mm512_and_si512(wd, low4);
+      hi[r] = _mm512_srli_epi16(wd, 4);
+    }
+  };
+  const int64_t k_full = K / 64 * 64;
+  if constexpr (G == 32) {  // each half chunk is one group: convert and scale it
+    for (int64_t k = 0; k < k_full; k += 64) {
+      prefetch_ahead<NR>(next, k);
+      const int64_t j = k / 32;
+      __m512i lo[NR], hi[NR];
+      unpack(k, lo, hi);
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m) {
+        const __m512i xa = _mm512_loadu_si512(xq + m * K + k);
+        const __m512i xb = _mm512_loadu_si512(xq + m * K + k + 32);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+          const float* fr = f + (r * MB + m) * gpad;
+          __m512& a0 = acc[(r * MB + m) * 2];
+          __m512& a1 = acc[(r * MB + m) * 2 + 1];
+          a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(lo[r], xa)), _mm512_set1_ps(fr[j]), a0);
+          a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(hi[r], xb)), _mm512_set1_ps(fr[j + 1]), a1);
+        }
+      }
+    }
+    if (k_full < K) {  // K % 64 == 32: the last 32 weights, low nibbles only
+      __m512i lo[NR], hi[NR];
+      unpack(k_full, lo, hi);
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m) {
+        const __m512i xa = _mm512_loadu_si512(xq + m * K + k_full);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) {
+          __m512& a0 = acc[(r * MB + m) * 2];
+          a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(lo[r], xa)),
+                               _mm512_set1_ps(f[(r * MB + m) * gpad + k_full / 32]), a0);
+        }
+      }
+    }
+  } else {  // G = 64 or 128 (K % 64 == 0): int32 sums over the group, exact (< 15 * 2^15 * 8 < 2^24)
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512i ia[NR * MB];
+#pragma GCC unroll 16
+      for (int i = 0; i < NR * MB; ++i) ia[i] = _mm512_setzero_si512();
+#pragma GCC unroll 2
+      for (int64_t k = g * G; k < (g + 1) * G; k += 64) {
+        prefetch_ahead<NR>(next, k);
+        __m512i lo[NR], hi[NR];
+        unpack(k, lo, hi);
+#pragma GCC unroll 4
+        for (int m = 0; m < MB; ++m) {
+          const __m512i xa = _mm512_loadu_si512(xq + m * K + k);
+          const __m512i xb = _mm512_loadu_si512(xq + m * K + k + 32);
+#pragma GCC unroll 4
+          for (int r = 0; r < NR; ++r)
+            ia[r * MB + m] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(ia[r * MB + m], lo[r], xa), hi[r], xb);
+        }
+      }
+#pragma GCC unroll 16
+      for (int i = 0; i < NR * MB; ++i)
+        acc[i * 2 + (g & 1)] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
+}
+
+// The same for INT8 weights: 32 weights sign-extended to words per vpdpwssd.
+template <int MB, int NR, int G>
+void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, float* f,
+                   float* result) {
+  const int64_t K = w.K, groups = K / G, gpad = (groups + 15) / 16 * 16;
+  const int8_t* q[NR];
+  for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * K;
+  const int16_t* xq = x.x_q + m0 * K;
+  const char* next = reinterpret_cast<const char*>(q[0]) + kPrefetchBytes;
+  prefetch_bytes(w.scale + (n + kScalePrefetchRows) * groups, NR * groups * 2);
+  __m512 acc[NR * MB * 2];
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
+  row_factors<MB, NR>(w.scale, nullptr, x, m0, n, groups, gpad, f, acc);
+  for (int64_t g = 0; g < groups; ++g) {
+    // |sum| <= 2^7 * 2^15 * G / 16 <= 2^25: exact in int32, rounded once by the convert
+    __m512i ia[NR * MB];
+#pragma GCC unroll 16
+    for (int i = 0; i < NR * MB; ++i) ia[i] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
+      _mm_prefetch(next + NR * k, _MM_HINT_T0);  // NR * 32 bytes per 32 weights
+      if constexpr (NR > 1) _mm_prefetch(next + NR * k + 63, _MM_HINT_T0);
+      __m512i wv[NR];
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) wv[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + k)));
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m) {
+        const __m512i xa = _mm512_loadu_si512(xq + m * K + k);
+#pragma GCC unroll 4
+        for (int r = 0; r < NR; ++r) ia[r * MB + m] = _mm512_dpwssd_epi32(ia[r * MB + m], wv[r], xa);
+      }
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < NR * MB; ++i)
+      acc[i * 2 + (g & 1)] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// fp32 activations: bf16 hi + lo dot products.
+
+// result[r * MB + m] = sum_k q-part of rows n + r, x rows m0 + m (scale applied, min not yet).
+template <int MB, int NR>
+void int4_rows_f32(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, const float* sc,
+                   float* result) {
+  const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), full = K / 64;
+  const int shift = log2_of(w.group_size);
+  const __m512i table = nibble_table();
+  const uint8_t* q[NR];
+  for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
+  const uint16_t* xh = x.x_hi + m0 * K;
+  const uint16_t* xl = x.x_lo + m0 * K;
+  __m512 acc[NR * MB * 2];
+#pragma GCC unroll 16
+  for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
+  const char* next = reinterpret_cast<const char*>(q[0]) + kPrefetchBytes;
+  for (int64_t c = 0; c < full; ++c) {
+    _mm_prefetch(next + 64 * c, _MM_HINT_T0);
+    __m512bh wl[NR], wh[NR];
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + 32 * c)));
+      wl[r] = (__m512bh)_mm512_permutexvar_epi16(wd, table);
+      wh[r] = (__m512bh)_mm512_permutexvar_epi16(_mm512_srli_epi16(wd, 4), table);
+    }
+    const int64_t klo = 64 * c, khi = klo + 32, gl = klo >> shift, gh = khi >> shift;
+#pragma GCC unroll 4
+    for (int m = 0; m < MB; ++m) {
+      const __m512bh xa = (__m512bh)_mm512_loadu_si512(xh + m * K + klo);
+      const __m512bh xb = (__m512bh)_mm512_loadu_si512(xh + m * K + khi);
+      const __m512bh la = (__m512bh)_mm512_loadu_si512(xl + m * K + klo);
+      const __m512bh lb = (__m512bh)_mm512_loadu_si512(xl + m * K + khi);
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) {
+        const __m512 pl = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), wl[r], xa), wl[r], la);
+        const __m512 ph = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), wh[r], xb), wh[r], lb);
+        acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
+        acc[(r * MB + m) * 2 + 1] = _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[(r * MB + m) * 2 + 1]);
+      }
+    }
+  }
+  if (K % 64 != 0) {  // a last half chunk: its 32 low nibbles, in group (64 * full) / G
+    const int64_t klo = 64 * full, gl = klo >> shift;
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      const __m512i wd = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + 32 * full)));
+      const __m512bh wl = (__m512bh)_mm512_permutexvar_epi16(wd, table);
+      for (int m = 0; m < MB; ++m) {
+        __m512 pl = _mm512_dpbf16_ps(_mm512_setzero_ps(), wl, (__m512bh)_mm512_loadu_si512(xh + m * K + klo));
+        pl = _mm512_dpbf16_ps(pl, wl, (__m512bh)_mm512_loadu_si512(xl + m * K + klo));
+        acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int m = 0; m < MB; ++m)
+      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[(r * MB + m) * 2], acc[(r * MB + m) * 2 + 1]));
+}
+
+// Same shape for INT8 with fp32 activations: w = cvt(q), fma with x32, per-group scale.
+template <int MB, int NR>
+void int8_rows_f32(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, const float* sc,
+                   float* result) {
+  const int64_t K = w.K, G = w.group_size, groups = K / G;
+  const int8_t* q[NR];
+  for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * K;
+  const float* xr = x.x32 + m0 * K;
+  __m512 acc[NR][MB][2];
+  for (int r = 0; r < NR; ++r)
+    for (int m = 0; m < MB; ++m) acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+  const char* next = reinterpret_cast<const char*>(q[0]) + kPrefetchBytes;
+  for (int64_t g = 0; g < groups; ++g) {
+    for (int64_t off = 0; off < NR * G; off += 64) _mm_prefetch(next + g * NR * G + off, _MM_HINT_T0);
+    __m512 p[NR][MB][2];
+    for (int r = 0; r < NR; ++r)
+      for (int m = 0; m < MB; ++m) p[r][m][0] = p[r][m][1] = _mm512_setzero_ps();
+    for (int64_t v = 0; v < G; v += 32) {
+      const int64_t k = g * G + v;
+      __m512 w0[NR], w1[NR];
+      for (int r = 0; r < NR; ++r) {
+        w0[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q[r] + k))));
+        w1[r] = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i*)(q[r] + k + 16))));
+      }
+      for (int m = 0; m < MB; ++m) {
+        const __m512 x0 = _mm512_loadu_ps(xr + m * K + k), x1 = _mm512_loadu_ps(xr + m * K + k + 16);
+        for (int r = 0; r < NR; ++r) {
+          p[r][m][0] = _mm512_fmadd_ps(w0[r], x0, p[r][m][0]);
+          p[r][m][1] = _mm512_fmadd_ps(w1[r], x1, p[r][m][1]);
+        }
+      }
+    }
+    for (int r = 0; r < NR; ++r) {
+      const __m512 s = _mm512_set1_ps(sc[r * groups + g]);
+      for (int m = 0; m < MB; ++m) {
+        acc[r][m][0] = _mm512_fmadd_ps(p[r][m][0], s, acc[r][m][0]);
+        acc[r][m][1] = _mm512_fmadd_ps(p[r][m][1], s, acc[r][m][1]);
+      }
+    }
+  }
+  for (int r = 0; r < NR; ++r)
+    for (int m = 0; m < MB; ++m)
+      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The row loops.
+
+// fn.template operator()<MB>() for the runtime mb (1 ... 4).
+template <class Fn>
+void with_mb(int mb, const Fn& fn) {
+  switch (mb) {
+    case 1: return fn.template operator()<1>();
+    case 2: return fn.template operator()<2>();
+    case 3: return fn.template operator()<3>();
+    default: return fn.template operator()<4>();
+  }
+}
+
+// fn.template operator()<MB, G>() for the runtime mb and group size.
+template <class Fn>
+void with_mb_g(int mb, int64_t G, const Fn& fn) {
+  with_mb(mb, [&]<int MB>() {
+    if (G == 32) fn.template operator()<MB, 32>();
+    else if (G == 64) fn.template operator()<MB, 64>();
+    else fn.template operator()<MB, 128>();
+  });
+}
+
+// Rows [n_begin, n_end) of W against x rows m0 ... m0 + MB - 1, two rows at a time:
+// rows.template operator()<NR>(n, result) fills result[r * MB + m]; bias is added here.
+template <int MB, class Rows>
+void gemv_rows(int64_t m0, const float* bias, void* out, DType out_dt, int64_t ldo, int64_t n_begin,
+               int64_t n_end, const Rows& rows) {
+  float result[2 * MB];
+  for (int64_t n = n_begin; n < n_end; n += 2) {
+    const int nr = n + 2 <= n_end ? 2 : 1;
+    if (nr == 2) rows.template operator()<2>(n, result);
+    else rows.template operator()<1>(n, result);
+    for (int r = 0; r < nr; ++r)
+      for (int m = 0; m < MB; ++m)
+        store_value(out, out_dt, (m0 + m) * ldo + n + r, result[r * MB + m] + (bias != nullptr ? bias[n + r] : 0.0f));
+  }
+}
+
+// 64-byte aligned scratch of at least `floats` floats, kept per thread.
+inline float* aligned_scratch(int64_t floats) {
+  thread_local std::vector<float> buf;
+  if (static_cast<int64_t>(buf.size()) < floats + 16) buf.resize(floats + 16);
+  const auto addr = reinterpret_cast<uintptr_t>(buf.data());
+  return reinterpret_cast<float*>((addr + 63) & ~uintptr_t{63});
+}
+
+}  // namespace
+
+void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
+  const int64_t G = p.group_size, groups = p.K / G;
+  for (int64_t m = 0; m < p.M; ++m) {
+    const void* row = static_cast<const char*>(x) + m * ldx_bytes;
+    float* x32 = p.x32 + m * p.K;
+    for (int64_t g = 0; g < groups; ++g) {
+      __m512 sum = _mm512_setzero_ps();
+      for (int64_t k = g * G; k < (g + 1) * G; k += 16) {
+        const __m512 v = load16(row, dt, k);
+        _mm512_storeu_ps(x32 + k, v);
+        if (p.x_hi != nullptr) {
+          const __m256i hi = (__m256i)_mm512_cvtneps_pbh(v);
+          _mm256_storeu_si256((__m256i*)(p.x_hi + m * p.K + k), hi);
+          const __m512 hi32 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
+          _mm256_storeu_si256((__m256i*)(p.x_lo + m * p.K + k), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hi32)));
+        }
+        sum = _mm512_add_ps(sum, v);
+      }
+      p.x_sum[m * groups + g] = _mm512_reduce_add_ps(sum);
+      if (p.x_q != nullptr) quantize_group(x32 + g * G, G, p.x_q + m * p.K + g * G, p.x_qscale + m * groups + g);
+    }
+  }
+}
+
+void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
+                      DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  const int64_t groups = w.K / w.group_size;
+  if (x.x_q != nullptr) {
+    float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
+    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+      with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), w.group_size, [&]<int MB, int G>() {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, float* res) {
+          int4_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
+        });
+      });
+    return;
+  }
+  // fp32 x: scales and mins are widened 32 rows at a time (one contiguous run each).
+  constexpr int64_t kRowBlock = 32;
+  float* sc_block = aligned_scratch(2 * kRowBlock * groups);
+  float* mn_block = sc_block + kRowBlock * groups;
+  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n_end - nb);
+    halves_to_floats(w.scale + nb * groups, rows * groups, sc_block);
+    halves_to_floats(w.min + nb * groups, rows * groups, mn_block);
+    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+      with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, float* res) {
+          int4_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
+          for (int r = 0; r < NR; ++r)
+            for (int m = 0; m < MB; ++m)
+              res[r * MB + m] += dot_floats(mn_block + (n + r - nb) * groups, x.x_sum + (m0 + m) * groups, groups);
+        });
+      });
+  }
+}
+
+void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
+                      DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  const int64_t groups = w.K / w.group_size;
+  if (x.x_q != nullptr) {
+    float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
+    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+      with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), w.group_size, [&]<int MB, int G>() {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, float* res) {
+          int8_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
+        });
+      });
+    return;
+  }
+  constexpr int64_t kRowBlock = 32;  // scales widened 32 rows at a time, as in int4_gemv_avx512
+  float* sc_block = aligned_scratch(kRowBlock * groups);
+  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n_end - nb);
+    halves_to_floats(w.scale + nb * groups, rows * groups, sc_block);
+    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+      with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, float* res) {
+          int8_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
+        });
+      });
+  }
+}
+
+}  // namespace pagedinfer::cpu
