@@ -26,9 +26,9 @@ namespace pagedinfer::ops {
 namespace {
 
 // At or below this many rows of x, the GEMV kernels win: over dequantize + AMX (bf16 x; measured
-// on N = 256, K = 4096, one thread: GEMV M = 2 / 3 / 4 75 / 99 / 123 us, AMX ~90 us for any
-// M <= 32), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX).
-constexpr int64_t kGemvMaxMWithAmx = 2;
+// on N = 256, K = 4096, one thread: GEMV M = 1 / 2 / 3 / 4 48 / 77 / 90 / 120 us, AMX 104-116 us
+// for any M <= 16), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX).
+constexpr int64_t kGemvMaxMWithAmx = 3;
 constexpr int64_t kGemvMaxM = 4;
 // Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
 // dearer than their work: waking the second thread costs microseconds, more on a busy machine.
