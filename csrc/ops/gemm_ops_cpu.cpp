@@ -33,6 +33,8 @@ constexpr int64_t kGemvMaxM = 4;
 // Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
 // dearer than their work: waking the second thread costs microseconds, more on a busy machine.
 constexpr int64_t kGemvGrainBytes = int64_t{128} << 10;
+// x with at most this many elements is packed for AMX on the calling thread.
+constexpr int64_t kSerialPackElems = int64_t{64} * 4096;
 // Dequantized panel size: fits L2 next to the activations and oneDNN's packing buffers.
 constexpr int64_t kPanelBytes = int64_t{512} << 10;
 
@@ -136,9 +138,9 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     at::Tensor x_vnni = at::empty({mblocks * 16 * K}, x.options());
     auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());
     const auto* xp = static_cast<const uint16_t*>(x.data_ptr());
-    at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) {
-      amx_pack(xp, x.stride(0), M, K, b0, b1, xv);
-    });
+    // A small x is packed here (a few us): a parallel region costs about as much to open.
+    if (M * K <= kSerialPackElems) amx_pack(xp, x.stride(0), M, K, 0, mblocks, xv);
+    else at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) { amx_pack(xp, x.stride(0), M, K, b0, b1, xv); });
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t nb0, int64_t nb1) {
