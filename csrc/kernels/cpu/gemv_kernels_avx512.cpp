@@ -462,6 +462,22 @@ inline float* aligned_scratch(int64_t floats) {
   return reinterpret_cast<float*>((addr + 63) & ~uintptr_t{63});
 }
 
+// The 16-bit-activation GEMV of rows [n_begin, n_end): for every block of up to 4 x rows and
+// pair of W rows, rows_q16.template operator()<MB, NR, G>(m0, n, f, result), f being the
+// row_factors scratch.
+template <class RowsQ16>
+void gemv_q16(const PreparedX& x, int64_t group_size, const float* bias, void* out, DType out_dt,
+              int64_t ldo, int64_t n_begin, int64_t n_end, const RowsQ16& rows_q16) {
+  const int64_t groups = x.K / group_size;
+  float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
+  for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+    with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), group_size, [&]<int MB, int G>() {
+      gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, float* res) {
+        rows_q16.template operator()<MB, NR, G>(m0, n, f, res);
+      });
+    });
+}
+
 }  // namespace
 
 void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
@@ -490,17 +506,12 @@ void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) 
 
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  if (x.x_q != nullptr)
+    return gemv_q16(x, w.group_size, bias, out, out_dt, ldo, n_begin, n_end,
+                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, float* res) {
+                      int4_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
+                    });
   const int64_t groups = w.K / w.group_size;
-  if (x.x_q != nullptr) {
-    float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
-      with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), w.group_size, [&]<int MB, int G>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, float* res) {
-          int4_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
-        });
-      });
-    return;
-  }
   // fp32 x: scales and mins are widened 32 rows at a time (one contiguous run each).
   constexpr int64_t kRowBlock = 32;
   float* sc_block = aligned_scratch(2 * kRowBlock * groups);
@@ -523,17 +534,12 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
 
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
+  if (x.x_q != nullptr)
+    return gemv_q16(x, w.group_size, bias, out, out_dt, ldo, n_begin, n_end,
+                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, float* res) {
+                      int8_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
+                    });
   const int64_t groups = w.K / w.group_size;
-  if (x.x_q != nullptr) {
-    float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
-      with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), w.group_size, [&]<int MB, int G>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, float* res) {
-          int8_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
-        });
-      });
-    return;
-  }
   constexpr int64_t kRowBlock = 32;  // scales widened 32 rows at a time, as in int4_gemv_avx512
   float* sc_block = aligned_scratch(kRowBlock * groups);
   for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
