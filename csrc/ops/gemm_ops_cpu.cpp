@@ -140,7 +140,8 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     const auto* xp = static_cast<const uint16_t*>(x.data_ptr());
     // A small x is packed here (a few us): a parallel region costs about as much to open.
     if (M * K <= kSerialPackElems) amx_pack(xp, x.stride(0), M, K, 0, mblocks, xv);
-    else at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) { amx_pack(xp, x.stride(0), M, K, b0, b1, xv); });
+    else
+      at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) { amx_pack(xp, x.stride(0), M, K, b0, b1, xv); });
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
     at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t nb0, int64_t nb1) {

@@ -192,7 +192,8 @@ void pack_x_vnni(const uint16_t* x, int64_t ldx, int64_t M, int64_t K, int64_t m
       const __mmask16 mask = static_cast<__mmask16>(np >= 16 ? 0xFFFF : (1u << np) - 1);
       __m512i rows[16], columns[16];
       for (int i = 0; i < 16; ++i)
-        rows[i] = i < valid ? _mm512_maskz_loadu_epi32(mask, x + (mb * 16 + i) * ldx + 2 * p0) : _mm512_setzero_si512();
+        rows[i] = i < valid ? _mm512_maskz_loadu_epi32(mask, x + (mb * 16 + i) * ldx + 2 * p0)
+                            : _mm512_setzero_si512();
       avx512_attn::transpose16(rows, columns);
       for (int64_t j = 0; j < np; ++j) _mm512_storeu_si512(d + (p0 + j) * 16, columns[j]);
     }

@@ -91,15 +91,15 @@ inline void quantize_group(const float* x32, int64_t G, int16_t* xq, float* qsca
     mx = _mm512_max_ps(mx, _mm512_abs_ps(v));
     non_finite |= _mm512_fpclass_ps_mask(v, 0x99);  // QNaN | SNaN | +inf | -inf
   }
-  const float maxabs = _mm512_reduce_max_ps(mx);
-  uint32_t bits;
-  std::memcpy(&bits, &maxabs, 4);
-  const int biased = static_cast<int>(bits >> 23);  // maxabs in [2^(biased - 127), 2^(biased - 126))
   if (non_finite != 0) {
     std::memset(xq, 0, G * sizeof(int16_t));
     *qscale = NAN;
     return;
   }
+  const float maxabs = _mm512_reduce_max_ps(mx);
+  uint32_t bits;
+  std::memcpy(&bits, &maxabs, 4);
+  const int biased = static_cast<int>(bits >> 23);  // maxabs in [2^(biased - 127), 2^(biased - 126))
   const int e = std::min(141 - biased, 127);  // maxabs * 2^e in [2^14, 2^15)
   const __m512 up = _mm512_set1_ps(std::ldexp(1.0f, e));
   for (int64_t k = 0; k < G; k += 16)  // round to nearest; saturation never triggers (exact max)
@@ -149,7 +149,6 @@ inline void prefetch_ahead(const char* next, int64_t k) {
   _mm_prefetch(next + NR * k / 2, _MM_HINT_T0);
 }
 
-
 // result[r * MB + m] = sum_k w[n + r, k] * x[m0 + m, k] (scale and min applied).
 // f: 64-byte aligned scratch of 2 * MB * gpad floats.
 template <int MB, int NR, int G>
@@ -161,7 +160,7 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
   const int16_t* xq = x.x_q + m0 * K;
   const char* next = reinterpret_cast<const char*>(q[0]) + kPrefetchBytes;
-  // The scales and mins of those rows too: row_factors reads them all at once, at a row's start.
+  // Scales and mins kScalePrefetchRows rows ahead, whole rows: row_factors reads them at once.
   prefetch_bytes(w.scale + (n + kScalePrefetchRows) * groups, NR * groups * 2);
   prefetch_bytes(w.min + (n + kScalePrefetchRows) * groups, NR * groups * 2);
   __m512 acc[NR * MB * 2];  // one flat array, so GCC keeps it in registers
@@ -233,7 +232,8 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
       }
 #pragma GCC unroll 16
       for (int i = 0; i < NR * MB; ++i)
-        acc[i * 2 + (g & 1)] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+        acc[i * 2 + (g & 1)] =
+            _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
     }
   }
 #pragma GCC unroll 16
@@ -275,7 +275,8 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
     }
 #pragma GCC unroll 16
     for (int i = 0; i < NR * MB; ++i)
-      acc[i * 2 + (g & 1)] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+      acc[i * 2 + (g & 1)] =
+          _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
   }
 #pragma GCC unroll 16
   for (int i = 0; i < NR * MB; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
@@ -320,7 +321,8 @@ void int4_rows_f32(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
         const __m512 pl = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), wl[r], xa), wl[r], la);
         const __m512 ph = _mm512_dpbf16_ps(_mm512_dpbf16_ps(_mm512_setzero_ps(), wh[r], xb), wh[r], lb);
         acc[(r * MB + m) * 2] = _mm512_fmadd_ps(pl, _mm512_set1_ps(sc[r * groups + gl]), acc[(r * MB + m) * 2]);
-        acc[(r * MB + m) * 2 + 1] = _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[(r * MB + m) * 2 + 1]);
+        acc[(r * MB + m) * 2 + 1] =
+            _mm512_fmadd_ps(ph, _mm512_set1_ps(sc[r * groups + gh]), acc[(r * MB + m) * 2 + 1]);
       }
     }
   }
@@ -494,7 +496,8 @@ void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) 
           const __m256i hi = (__m256i)_mm512_cvtneps_pbh(v);
           _mm256_storeu_si256((__m256i*)(p.x_hi + m * p.K + k), hi);
           const __m512 hi32 = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(hi), 16));
-          _mm256_storeu_si256((__m256i*)(p.x_lo + m * p.K + k), (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hi32)));
+          _mm256_storeu_si256((__m256i*)(p.x_lo + m * p.K + k),
+                              (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(v, hi32)));
         }
         sum = _mm512_add_ps(sum, v);
       }
@@ -526,7 +529,8 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
           int4_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
           for (int r = 0; r < NR; ++r)
             for (int m = 0; m < MB; ++m)
-              res[r * MB + m] += dot_floats(mn_block + (n + r - nb) * groups, x.x_sum + (m0 + m) * groups, groups);
+              res[r * MB + m] +=
+                  dot_floats(mn_block + (n + r - nb) * groups, x.x_sum + (m0 + m) * groups, groups);
         });
       });
   }
