@@ -149,6 +149,24 @@ inline void prefetch_ahead(const char* next, int64_t k) {
   _mm_prefetch(next + NR * k / 2, _MM_HINT_T0);
 }
 
+// Group g's int32 sums ia[i] of the N (row, x row) pairs, scaled by f[i * gpad + g] into
+// acc[2 i + (g & 1)]: consecutive groups alternate accumulators, so their fmas do not chain.
+template <int N>
+__attribute__((always_inline)) inline void add_group(const __m512i* ia, const float* f, int64_t gpad,
+                                                     int64_t g, __m512* acc) {
+#pragma GCC unroll 16
+  for (int i = 0; i < N; ++i)
+    acc[i * 2 + (g & 1)] =
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+}
+
+// result[i] = the sum of the lanes of acc[2 i] and acc[2 i + 1], for the N (row, x row) pairs.
+template <int N>
+__attribute__((always_inline)) inline void sum_pairs(const __m512* acc, float* result) {
+#pragma GCC unroll 16
+  for (int i = 0; i < N; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
+}
+
 // result[r * MB + m] = sum_k w[n + r, k] * x[m0 + m, k] (scale and min applied).
 // f: 64-byte aligned scratch of 2 * MB * gpad floats.
 template <int MB, int NR, int G>
@@ -230,14 +248,10 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
             ia[r * MB + m] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(ia[r * MB + m], lo[r], xa), hi[r], xb);
         }
       }
-#pragma GCC unroll 16
-      for (int i = 0; i < NR * MB; ++i)
-        acc[i * 2 + (g & 1)] =
-            _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+      add_group<NR * MB>(ia, f, gpad, g, acc);
     }
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < NR * MB; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
+  sum_pairs<NR * MB>(acc, result);
 }
 
 // The same for INT8 weights: 32 weights sign-extended to words per vpdpwssd.
@@ -273,13 +287,9 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
         for (int r = 0; r < NR; ++r) ia[r * MB + m] = _mm512_dpwssd_epi32(ia[r * MB + m], wv[r], xa);
       }
     }
-#pragma GCC unroll 16
-    for (int i = 0; i < NR * MB; ++i)
-      acc[i * 2 + (g & 1)] =
-          _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
+    add_group<NR * MB>(ia, f, gpad, g, acc);
   }
-#pragma GCC unroll 16
-  for (int i = 0; i < NR * MB; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
+  sum_pairs<NR * MB>(acc, result);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -339,9 +349,7 @@ void int4_rows_f32(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
       }
     }
   }
-  for (int r = 0; r < NR; ++r)
-    for (int m = 0; m < MB; ++m)
-      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[(r * MB + m) * 2], acc[(r * MB + m) * 2 + 1]));
+  sum_pairs<NR * MB>(acc, result);
 }
 
 // Same shape for INT8 with fp32 activations: w = cvt(q), fma with x32, per-group scale.
@@ -384,9 +392,7 @@ void int8_rows_f32(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
       }
     }
   }
-  for (int r = 0; r < NR; ++r)
-    for (int m = 0; m < MB; ++m)
-      result[r * MB + m] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][m][0], acc[r][m][1]));
+  sum_pairs<NR * MB>(&acc[0][0][0], result);
 }
 
 // ---------------------------------------------------------------------------------------------
