@@ -275,8 +275,7 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
     for (int i = 0; i < NR * MB; ++i) ia[i] = _mm512_setzero_si512();
 #pragma GCC unroll 4
     for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
-      _mm_prefetch(next + NR * k, _MM_HINT_T0);  // NR * 32 bytes per 32 weights
-      if constexpr (NR > 1) _mm_prefetch(next + NR * k + 63, _MM_HINT_T0);
+      _mm_prefetch(next + NR * k, _MM_HINT_T0);  // NR * 32 bytes per 32 weights: every line
       __m512i wv[NR];
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) wv[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + k)));
