@@ -99,6 +99,44 @@ def test_bf16_tile_kernels(amx, Hq, Hkv, D, monkeypatch):
     check(make_batch(specs, Hq, Hkv, D, 7, torch.bfloat16), torch.bfloat16, sliding_window=29)
 
 
+@pytest.mark.parametrize("amx", ["1", "0"])
+@pytest.mark.parametrize("Hq,Hkv,D", [(32, 8, 128), (9, 3, 64), (8, 1, 256), (4, 4, 32), (14, 2, 96)])
+@pytest.mark.parametrize("block_size", [16, 32, 5])
+def test_bf16_decode_kernels(amx, Hq, Hkv, D, block_size, monkeypatch):
+    """Items of up to 8 query rows per KV head (decode, short verification) run on the AMX decode
+    kernel when present (PAGEDINFER_ATTN_AMX=0: on the vdpbf16ps one). Lengths around its 16-key
+    groups and 64-key chunks; block sizes that give 16 consecutive slots per group and one that
+    never does (its groups are gathered first)."""
+    monkeypatch.setenv("PAGEDINFER_ATTN_AMX", amx)
+    rows = 2 if Hq // Hkv <= 4 else 1  # q_len 2 (verification) where it keeps <= 8 rows
+    specs = [(1, 1), (1, 15), (1, 16), (1, 17), (1, 64), (rows, 65), (rows, 300), (1, 1000)]
+    check(make_batch(specs, Hq, Hkv, D, block_size, torch.bfloat16), torch.bfloat16)
+    check(make_batch(specs, Hq, Hkv, D, block_size, torch.bfloat16), torch.bfloat16, sliding_window=37)
+
+
+@pytest.mark.parametrize("amx", ["1", "0"])
+def test_bf16_decode_growing_scores(amx, monkeypatch):
+    """Scores that climb to ~400 along 1,500 keys, with one spike: exp overflows unless the
+    running max keeps up (the AMX decode kernel re-bases it only past a threshold; with too
+    large a threshold this test fails)."""
+    monkeypatch.setenv("PAGEDINFER_ATTN_AMX", amx)
+    D, bs = 128, 16
+    specs = [(1, 1500), (1, 333)]
+    query, key_cache, value_cache, qsl, seq_lens, tables = make_batch(specs, 8, 2, D, bs, torch.bfloat16)
+    query = torch.full_like(query, 1.0)
+    key_cache = (key_cache.float() * 0.1).bfloat16()
+    for i, n in enumerate(seq_lens.tolist()):
+        for j in range(n):
+            rise = j / 40 + (10.0 if j == 1000 else 0.0)
+            key_cache[tables[i, j // bs], j % bs] += rise
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)  # one item per sequence: no split-K to cut the climb short
+    try:
+        check((query, key_cache, value_cache, qsl, seq_lens, tables), torch.bfloat16)
+    finally:
+        torch.set_num_threads(old)
+
+
 @pytest.mark.parametrize("threads", [1, 2, 3, 8])
 def test_split_k_thread_counts(threads):
     """The plan depends on the thread count: every split must give the same answer."""

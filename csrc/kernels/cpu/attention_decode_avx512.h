@@ -36,24 +36,6 @@ inline __m512 reduce16(__m512* v) {
   return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
 }
 
-// Prefetches the next chunk's rows a few keys at a time, spread over the chunk's work: a burst
-// of thousands of prefetches would hold up the computation behind it.
-struct PrefetchCursor {
-  const NextRows<uint16_t>* next;
-  int done = 0;
-  void step(int keys) {
-    const int end = done + keys < next->n ? done + keys : next->n;
-    for (; done < end; ++done) {
-      const char* kr = reinterpret_cast<const char*>(next->k[done] + next->hoff);
-      const char* vr = reinterpret_cast<const char*>(next->v[done] + next->hoff);
-      for (int64_t b = 0; b < next->bytes; b += 64) {
-        _mm_prefetch(kr + b, _MM_HINT_T0);
-        _mm_prefetch(vr + b, _MM_HINT_T0);
-      }
-    }
-  }
-};
-
 // O[r][32 c ...] += sum over key pairs of P pair . V pair, for CP chunks of 32 d starting at c0.
 template <int R, int CP>
 void decode_pv(const uint32_t* Pb, const uint16_t* const* vp, int n2, int c0, int D, float* O) {

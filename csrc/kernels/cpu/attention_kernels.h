@@ -91,6 +91,10 @@ void merge_attention_partials(const PagedAttentionParams& p, const AttentionMerg
 // Keys are handled in chunks of at most this many positions (possibly spanning cache blocks).
 constexpr int kKeyChunk = 64;
 
+// Items of at most this many query rows per KV head (decode, short verification) run on the
+// decode kernels; larger ones on the tile kernels.
+constexpr int kDecodeRows = 8;
+
 // The rows of one item for one KV head, as the per-ISA block kernels see them.
 struct BlockRows {
   int rows;       // tokens x group
@@ -100,6 +104,7 @@ struct BlockRows {
   int64_t window;     // <= 0: none
   float scale;
   bool allow_amx;
+  int64_t slot_stride;  // elements from one cache slot's row to the next (Hkv * D)
 };
 
 // Valid key range [jlo, jhi) inside a chunk starting at key position k0 with n keys, for the
@@ -150,6 +155,11 @@ void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp, const
                     const uint16_t* const* vp, int64_t k0, int n, float* S, uint32_t* Pp,
                     float* scratch, const uint16_t* zero_row, float* m, float* l, float* O,
                     const NextRows<uint16_t>& next);
+// One chunk of keys for all the KV heads of a decode item on AMX tiles
+// (attention_decode_amx.cpp); layouts in that file.
+void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t* Qp,
+                      const uint16_t* const* krow, const uint16_t* const* vrow, int64_t hoff0,
+                      int64_t k0, int n, float* m, float* l, float* O);
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
               float* lse);
 }

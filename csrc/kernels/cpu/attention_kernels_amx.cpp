@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/attention_kernels.h"
 #include "kernels/cpu/attention_simd_avx512.h"
 #include "kernels/cpu/cpu_features.h"
@@ -25,28 +26,6 @@ namespace pagedinfer::cpu::avx512_attn {
 bool amx_ready() { return amx_tiles_granted(); }
 
 namespace {
-
-struct alignas(64) TileConfig {
-  uint8_t palette_id;
-  uint8_t start_row;
-  uint8_t reserved[14];
-  uint16_t colsb[16];
-  uint8_t rows[16];
-};
-
-void load_tile_config() {
-  TileConfig cfg;
-  std::memset(&cfg, 0, sizeof(cfg));
-  cfg.palette_id = 1;
-  for (int t = 0; t < 7; ++t) {
-    cfg.colsb[t] = 64;
-    cfg.rows[t] = 16;
-  }
-  // GCC does not model ldtilecfg's read of the whole 64 bytes: without this barrier it dropped
-  // the rows / colsb stores of a non-inlined copy of this function (tilezero then faulted).
-  asm volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
-}
 
 // Applies M(tile) to C tiles 2 .. 2 + count - 1 (count <= 4). The tile intrinsics paste their
 // tile number into the instruction text, so it must be a literal.
@@ -74,7 +53,7 @@ void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp,
   uint32_t* Pt = Vp + kKeyChunk / 2 * D;                                // [npg][16][16]
   float* alpha_all = reinterpret_cast<float*>(Pt + 2 * 256);             // [rows_pad]
   (void)zero_row;
-  load_tile_config();
+  load_full_tile_config();
   prefetch_rows(next);
 
   // Gather K rows (zero-padded to whole groups) and interleave V rows in key pairs.

@@ -127,22 +127,20 @@ template <typename T>
 bool fast_path_ok(int D) { return std::is_same_v<T, bf16_t> && D % 32 == 0 && D <= 512; }
 
 
-// Items of at most this many rows per KV head (decode, short verification) use the decode kernel.
-constexpr int kDecodeRows = 8;
-
-// Larger items run on AMX tiles when allowed and available, else on the vdpbf16ps tile kernel.
-// (Decode rows stay on the vdpbf16ps decode kernel: AMX tiles would be mostly empty, and the
-// softmax over 16-row vectors would cost more than the products; measured ~25 vs ~34 ns per key
-// and KV head, D = 128, group 4, on the development machine.)
+// Items of more than kDecodeRows rows per KV head run on the AMX tile kernel when allowed and
+// available, else on the vdpbf16ps tile kernel. Decode items run on their own AMX kernel
+// (attention_decode_amx.cpp: all heads of a key group at once, scores transposed, few-row
+// tiles), else on the vdpbf16ps decode kernel (attention_decode_avx512.h).
 inline bool use_decode(const BlockRows& br) { return br.rows <= kDecodeRows; }
 inline bool use_amx(const BlockRows& br) { return !use_decode(br) && br.allow_amx && amx_ready(); }
+inline bool use_amx_decode(const BlockRows& br) { return use_decode(br) && br.allow_amx && amx_ready(); }
 
-// Q fp32 [rows_pad, D] holding bf16 values -> Qp uint32 [D / 2, rows_pad] (tile kernel) or
-// bf16 [rows_pad, D] (decode kernel).
+// Q fp32 [rows_pad, D] holding bf16 values -> Qp uint32 [D / 2, rows_pad] (tile kernels, AMX
+// decode kernel) or bf16 [rows_pad, D] (vdpbf16ps decode kernel).
 inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, float* Qp_f) {
   const int D = br.D;
   uint32_t* Qp = reinterpret_cast<uint32_t*>(Qp_f);
-  if (use_decode(br)) {
+  if (use_decode(br) && !use_amx_decode(br)) {
     uint16_t* Qb = reinterpret_cast<uint16_t*>(Qp_f);
     for (int64_t i = 0; i < static_cast<int64_t>(rows_pad) * D; ++i) Qb[i] = f32_to_bits(Q[i]) >> 16;
     return;
@@ -165,6 +163,10 @@ inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, floa
 // -> [rows_pad, D] in place (tmp: rows_pad * D floats).
 inline void fast_finish(const BlockRows& br, float* OT, int rows_pad, float* tmp) {
   const int D = br.D;
+  if (use_amx_decode(br)) {  // O [rows_pad, D (even / odd order)]
+    for (int r = 0; r < br.rows; ++r) unpack_even_odd_row(OT + static_cast<int64_t>(r) * D, D);
+    return;
+  }
   if (use_decode(br) || use_amx(br)) {  // O [rows_pad, D (packed order)]
     for (int r = 0; r < br.rows; ++r) unpack_row(OT + static_cast<int64_t>(r) * D, D);
     return;
@@ -265,6 +267,13 @@ bool fast_chunk_heads(const BlockRows& br, int kvn, int rows_pad, const float* Q
     for (int h0 = 0; h0 < kvn; h0 += step) {
       const int cnt = std::min(step, kvn - h0);
       const int64_t so = static_cast<int64_t>(h0) * rows_pad;
+      if (use_amx_decode(br)) {
+        amx_decode_chunk(br, cnt, rows_pad, reinterpret_cast<const uint32_t*>(Qp_f + so * D / 2),
+                         reinterpret_cast<const uint16_t* const*>(krow),
+                         reinterpret_cast<const uint16_t* const*>(vrow),
+                         hoff0 + static_cast<int64_t>(h0) * D, k0, n, m + so, l + so, O + so * D);
+        continue;
+      }
       decode_chunk_heads(br, cnt, rows_pad, reinterpret_cast<const uint16_t*>(Qp_f + so * D / 2),
                          reinterpret_cast<const uint16_t* const*>(krow),
                          reinterpret_cast<const uint16_t* const*>(vrow),

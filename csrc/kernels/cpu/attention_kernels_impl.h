@@ -75,7 +75,8 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int64_t tok0 = p.query_start_loc[w.seq] + w.q_begin;
   const int64_t state = static_cast<int64_t>(kvn) * rows_pad;
   const bool fast = fast_path_ok<T>(D);
-  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale, p.allow_amx};
+  const BlockRows br{rows, group, D, first_pos, p.sliding_window, p.scale, p.allow_amx,
+                     p.num_kv_heads * D};
 
   const int64_t chunk_floats = static_cast<int64_t>(kKeyChunk) * (2 * D + rows_pad + D / 2 + rows_pad / 2 + 16) + D;
   float* Q = scratch.get(2 * state * D + 2 * state + state * D / 2 + chunk_floats + 64);

@@ -3,6 +3,10 @@
 
 #include <immintrin.h>
 
+#include <cstdint>
+
+#include "kernels/cpu/attention_kernels.h"
+
 namespace pagedinfer::cpu::avx512_attn {
 
 // exp(x) for x <= ~88: 2^(x log2 e) = 2^n * 2^f, |f| <= 1/2, 2^f by a degree-6 polynomial
@@ -63,16 +67,49 @@ inline void transpose16(const __m512i* r, __m512i* out) {
   }
 }
 
-// Row [D] in packed order (see packed_d) -> natural order, in place.
-inline void unpack_row(float* row, int D) {
-  alignas(64) static const int32_t idx0[16] = {0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23};
-  alignas(64) static const int32_t idx1[16] = {8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
-  const __m512i i0 = _mm512_load_si512(idx0), i1 = _mm512_load_si512(idx1);
+// Each 32-wide chunk of a row [D], in place: out[i] = chunk[idx[i]] (idx: 32 positions).
+inline void permute_row_chunks(float* row, int D, const int32_t* idx) {
+  const __m512i i0 = _mm512_loadu_si512(idx), i1 = _mm512_loadu_si512(idx + 16);
   for (int c = 0; c < D; c += 32) {
     const __m512 lo = _mm512_loadu_ps(row + c), hi = _mm512_loadu_ps(row + c + 16);
     _mm512_storeu_ps(row + c, _mm512_permutex2var_ps(lo, i0, hi));
     _mm512_storeu_ps(row + c + 16, _mm512_permutex2var_ps(lo, i1, hi));
   }
 }
+
+// Row [D] in packed order (see packed_d) -> natural order, in place.
+inline void unpack_row(float* row, int D) {
+  alignas(64) static const int32_t idx[32] = {0,  1,  2,  3,  16, 17, 18, 19, 4,  5,  6,
+                                              7,  20, 21, 22, 23, 8,  9,  10, 11, 24, 25,
+                                              26, 27, 12, 13, 14, 15, 28, 29, 30, 31};
+  permute_row_chunks(row, D, idx);
+}
+
+// Row [D] with each 32-wide chunk held as [16 even d | 16 odd d] (the AMX decode kernel's
+// order) -> natural order, in place.
+inline void unpack_even_odd_row(float* row, int D) {
+  alignas(64) static const int32_t idx[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
+                                              21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
+                                              11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+  permute_row_chunks(row, D, idx);
+}
+
+// Prefetches the next chunk's rows a few keys at a time, spread over the chunk's work: a burst
+// of thousands of prefetches would hold up the computation behind it.
+struct PrefetchCursor {
+  const NextRows<uint16_t>* next;
+  int done = 0;
+  void step(int keys) {
+    const int end = done + keys < next->n ? done + keys : next->n;
+    for (; done < end; ++done) {
+      const char* kr = reinterpret_cast<const char*>(next->k[done] + next->hoff);
+      const char* vr = reinterpret_cast<const char*>(next->v[done] + next->hoff);
+      for (int64_t b = 0; b < next->bytes; b += 64) {
+        _mm_prefetch(kr + b, _MM_HINT_T0);
+        _mm_prefetch(vr + b, _MM_HINT_T0);
+      }
+    }
+  }
+};
 
 }  // namespace pagedinfer::cpu::avx512_attn

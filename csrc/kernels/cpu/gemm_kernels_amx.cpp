@@ -14,34 +14,13 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/amx_tiles.h"
 #include "kernels/cpu/attention_simd_avx512.h"  // transpose16
 #include "kernels/cpu/cpu_features.h"
 #include "kernels/cpu/gemm_kernels.h"
 
 namespace pagedinfer::cpu {
 namespace {
-
-struct alignas(64) TileConfig {
-  uint8_t palette_id = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64, "AMX tile configuration is 64 bytes");
-
-// Tiles 0-3: C (16 x 16 fp32); 4, 5: A (16 W rows x 32 bf16); 6, 7: B (16 K pairs x 16 x rows).
-void configure_tiles() {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t) {
-    cfg.rows[t] = 16;
-    cfg.colsb[t] = 64;
-  }
-  // GCC does not model ldtilecfg's read of the whole 64 bytes: without this barrier it dropped
-  // the rows / colsb stores of a non-inlined copy of this function (tilezero then faulted).
-  asm volatile("" : : "r"(&cfg) : "memory");
-  _tile_loadconfig(&cfg);
-}
 
 // Writes the 16 x 16 fp32 tile `c` (rows: W rows n0 + i; columns: x rows m0 + j) to out[m][n].
 // Transposed in registers (48 shuffles; 16 gathers cost ~5x more, a third of the tile products'
@@ -135,7 +114,8 @@ void gemm_amx(Dequant dequant, int64_t K, const uint16_t* x_vnni, int64_t M, con
   // 64-byte aligned: every dequantized 32-weight run is then one whole cache line.
   uint16_t* a = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(a_storage.data()) + 63) & ~uintptr_t{63});
   alignas(64) float cbuf[4 * 256];
-  configure_tiles();
+  // Tiles 0-3: C (16 x 16 fp32); 4, 5: A (16 W rows x 32 bf16); 6, 7: B (16 K pairs x 16 x rows).
+  load_full_tile_config();
   for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
     const int64_t rows = std::min<int64_t>(32, n_end - n0);
     if (rows < 32) std::memset(a + rows * lda, 0, static_cast<size_t>((32 - rows) * lda * 2));
