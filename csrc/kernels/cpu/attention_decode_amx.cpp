@@ -1,6 +1,7 @@
 // AMX-BF16 decode kernel: one chunk of up to kKeyChunk keys for all the KV heads of a decode
-// item (at most kDecodeRows query rows per KV head: decode and short verification). Compiled
-// with AVX-512 and AMX flags; entered only when amx_ready().
+// item (4 to kDecodeRows query rows per KV head: decode with GQA groups of 4 or more, short
+// verification; use_amx_decode). Compiled with AVX-512 and AMX flags; entered only when
+// amx_ready().
 //
 // Why tiles for so few rows: a vdpbf16ps takes two cycles on this CPU family, so the AVX-512
 // decode kernel spent ~45 ns per key and KV head (D = 128, 4 rows) on its products, about as long
