@@ -19,23 +19,6 @@ namespace pagedinfer::cpu::avx512_attn {
 // the vpunpck order of the tile kernel) += P pair . V pair, the V rows of two keys interleaved in
 // registers. Each K/V row is read from memory once per GQA group.
 
-// Sum of each of 16 vectors, as the 16 lanes of one vector (lane k = sum of v[k]).
-inline __m512 reduce16(__m512* v) {
-  __m512 x[8], y[4];
-#pragma GCC unroll 8
-  for (int i = 0; i < 8; ++i)
-    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-#pragma GCC unroll 4
-  for (int i = 0; i < 4; ++i) {
-    const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
-    y[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
-  }
-  // y[i] lane group L holds the 128-bit-lane-L partial sums of v[4i .. 4i+3].
-  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xEE));
-  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xEE));
-  return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
-}
-
 // O[r][32 c ...] += sum over key pairs of P pair . V pair, for CP chunks of 32 d starting at c0.
 template <int R, int CP>
 void decode_pv(const uint32_t* Pb, const uint16_t* const* vp, int n2, int c0, int D, float* O) {

@@ -41,6 +41,23 @@ inline __m512i pack_pair(__m512 a, __m512 b) {
 // chunk, the head-dim index packed_d(q).
 inline int packed_d(int q) { return (q & ~31) + 8 * ((q & 15) >> 2) + (q & 3) + 4 * ((q & 31) >> 4); }
 
+// Sum of each of 16 vectors, as the 16 lanes of one vector (lane k = sum of v[k]).
+inline __m512 reduce16(__m512* v) {
+  __m512 x[8], y[4];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i)
+    x[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    const __m512d a = _mm512_castps_pd(x[2 * i]), b = _mm512_castps_pd(x[2 * i + 1]);
+    y[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)), _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+  }
+  // y[i] lane group L holds the 128-bit-lane-L partial sums of v[4i .. 4i+3].
+  const __m512 w01 = _mm512_add_ps(_mm512_shuffle_f32x4(y[0], y[1], 0x44), _mm512_shuffle_f32x4(y[0], y[1], 0xEE));
+  const __m512 w23 = _mm512_add_ps(_mm512_shuffle_f32x4(y[2], y[3], 0x44), _mm512_shuffle_f32x4(y[2], y[3], 0xEE));
+  return _mm512_add_ps(_mm512_shuffle_f32x4(w01, w23, 0x88), _mm512_shuffle_f32x4(w01, w23, 0xDD));
+}
+
 // out[c] = column c of the 16 x 16 dword matrix in rows r[0..15].
 inline void transpose16(const __m512i* r, __m512i* out) {
   __m512i t[16], u[16];

@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "kernels/cpu/gemm_kernels.h"
+#include "kernels/cpu/attention_simd_avx512.h"  // reduce16
 #include "kernels/cpu/gemm_simd_avx512.h"
 
 namespace pagedinfer::cpu {
@@ -57,8 +58,8 @@ inline __m512i nibble_table() {
   return (__m512i)_mm512_cvtne2ps_pbh(iota, iota);
 }
 
-// sum_i a[i] * b[i]
-inline float dot_floats(const float* a, const float* b, int64_t count) {
+// A vector whose lanes sum to sum_i a[i] * b[i].
+inline __m512 dot_lanes(const float* a, const float* b, int64_t count) {
   __m512 acc = _mm512_setzero_ps();
   int64_t i = 0;
   for (; i + 16 <= count; i += 16) acc = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), acc);
@@ -66,7 +67,7 @@ inline float dot_floats(const float* a, const float* b, int64_t count) {
     const __mmask16 mask = static_cast<__mmask16>((1u << (count - i)) - 1);
     acc = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(mask, a + i), _mm512_maskz_loadu_ps(mask, b + i), acc);
   }
-  return _mm512_reduce_add_ps(acc);
+  return acc;
 }
 
 inline __m512 load16(const void* row, DType dt, int64_t k) {
@@ -160,18 +161,20 @@ __attribute__((always_inline)) inline void add_group(const __m512i* ia, const fl
         _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
 }
 
-// result[i] = the sum of the lanes of acc[2 i] and acc[2 i + 1], for the N (row, x row) pairs.
+// lanes[i] = acc[2 i] + acc[2 i + 1], for the N (row, x row) pairs: the sum of its lanes is the
+// result, taken later for 16 rows at once (gemv_rows).
 template <int N>
-__attribute__((always_inline)) inline void sum_pairs(const __m512* acc, float* result) {
+__attribute__((always_inline)) inline void add_pairs(const __m512* acc, __m512* lanes) {
 #pragma GCC unroll 16
-  for (int i = 0; i < N; ++i) result[i] = _mm512_reduce_add_ps(_mm512_add_ps(acc[2 * i], acc[2 * i + 1]));
+  for (int i = 0; i < N; ++i) lanes[i] = _mm512_add_ps(acc[2 * i], acc[2 * i + 1]);
 }
 
-// result[r * MB + m] = sum_k w[n + r, k] * x[m0 + m, k] (scale and min applied).
+// The lanes of lanes[r * MB + m] sum to sum_k w[n + r, k] * x[m0 + m, k] (scale and min
+// applied).
 // f: 64-byte aligned scratch of 2 * MB * gpad floats.
 template <int MB, int NR, int G>
 void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, float* f,
-                   float* result) {
+                   __m512* lanes) {
   const int64_t K = w.K, groups = K / G, gpad = (groups + 15) / 16 * 16, rb = int4_row_bytes(K);
   const __m512i low4 = _mm512_set1_epi16(0x0F);
   const uint8_t* q[NR];
@@ -251,13 +254,13 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
       add_group<NR * MB>(ia, f, gpad, g, acc);
     }
   }
-  sum_pairs<NR * MB>(acc, result);
+  add_pairs<NR * MB>(acc, lanes);
 }
 
 // The same for INT8 weights: 32 weights sign-extended to words per vpdpwssd.
 template <int MB, int NR, int G>
 void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, float* f,
-                   float* result) {
+                   __m512* lanes) {
   const int64_t K = w.K, groups = K / G, gpad = (groups + 15) / 16 * 16;
   const int8_t* q[NR];
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * K;
@@ -288,16 +291,17 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
     }
     add_group<NR * MB>(ia, f, gpad, g, acc);
   }
-  sum_pairs<NR * MB>(acc, result);
+  add_pairs<NR * MB>(acc, lanes);
 }
 
 // ---------------------------------------------------------------------------------------------
 // fp32 activations: bf16 hi + lo dot products.
 
-// result[r * MB + m] = sum_k q-part of rows n + r, x rows m0 + m (scale applied, min not yet).
+// The lanes of lanes[r * MB + m] sum to sum_k q-part of rows n + r, x rows m0 + m (scale
+// applied, min not yet).
 template <int MB, int NR>
 void int4_rows_f32(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, const float* sc,
-                   float* result) {
+                   __m512* lanes) {
   const int64_t K = w.K, groups = K / w.group_size, rb = int4_row_bytes(K), full = K / 64;
   const int shift = log2_of(w.group_size);
   const __m512i table = nibble_table();
@@ -348,13 +352,13 @@ void int4_rows_f32(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
       }
     }
   }
-  sum_pairs<NR * MB>(acc, result);
+  add_pairs<NR * MB>(acc, lanes);
 }
 
 // Same shape for INT8 with fp32 activations: w = cvt(q), fma with x32, per-group scale.
 template <int MB, int NR>
 void int8_rows_f32(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, const float* sc,
-                   float* result) {
+                   __m512* lanes) {
   const int64_t K = w.K, G = w.group_size, groups = K / G;
   const int8_t* q[NR];
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * K;
@@ -391,7 +395,7 @@ void int8_rows_f32(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
       }
     }
   }
-  sum_pairs<NR * MB>(&acc[0][0][0], result);
+  add_pairs<NR * MB>(&acc[0][0][0], lanes);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -438,22 +442,32 @@ inline void store_outputs(void* out, DType dt, int64_t at, const float* v, const
 }
 
 // Rows [n_begin, n_end) of W against x rows m0 ... m0 + MB - 1, two rows at a time:
-// rows.template operator()<NR>(n, result) fills result[r * MB + m]; the results of 32 rows are
-// stored together, with the bias.
+// rows.template operator()<NR>(n, lanes) fills lanes[r * MB + m], whose lanes sum to the result.
+// The sums of 16 rows are taken together by one transpose-and-add (reduce16: 15 shuffles and 15
+// adds where 16 separate reductions take ~64 and a latency chain each; at K = 576 those were a
+// fifth of the kernel), and the results of 32 rows are stored together, with the bias.
 template <int MB, class Rows>
 void gemv_rows(int64_t m0, const float* bias, void* out, DType out_dt, int64_t ldo, int64_t n_begin,
                int64_t n_end, const Rows& rows) {
   constexpr int64_t kStoreRows = 32;
   alignas(64) float buf[MB][kStoreRows];
-  float result[2 * MB];
+  __m512 lanes[2 * MB];
+  __m512 pending[MB][16];  // lanes of the rows nb + 16 h ... (their sums not taken yet)
   for (int64_t nb = n_begin; nb < n_end; nb += kStoreRows) {
     const int64_t ne = std::min(n_end, nb + kStoreRows);
-    for (int64_t n = nb; n < ne; n += 2) {
-      const int nr = n + 2 <= ne ? 2 : 1;
-      if (nr == 2) rows.template operator()<2>(n, result);
-      else rows.template operator()<1>(n, result);
-      for (int r = 0; r < nr; ++r)
-        for (int m = 0; m < MB; ++m) buf[m][n - nb + r] = result[r * MB + m];
+    for (int64_t h = 0; h < ne - nb; h += 16) {
+      const int64_t hn = std::min<int64_t>(16, ne - nb - h);
+      for (int64_t i = 0; i < hn; i += 2) {
+        const int nr = i + 2 <= hn ? 2 : 1;
+        if (nr == 2) rows.template operator()<2>(nb + h + i, lanes);
+        else rows.template operator()<1>(nb + h + i, lanes);
+        for (int r = 0; r < nr; ++r)
+          for (int m = 0; m < MB; ++m) pending[m][i + r] = lanes[r * MB + m];
+      }
+      for (int m = 0; m < MB; ++m) {
+        for (int64_t i = hn; i < 16; ++i) pending[m][i] = _mm512_setzero_ps();
+        _mm512_store_ps(buf[m] + h, avx512_attn::reduce16(pending[m]));
+      }
     }
     for (int m = 0; m < MB; ++m)
       store_outputs(out, out_dt, (m0 + m) * ldo + nb, buf[m], bias != nullptr ? bias + nb : nullptr,
@@ -470,7 +484,7 @@ inline float* aligned_scratch(int64_t floats) {
 }
 
 // The 16-bit-activation GEMV of rows [n_begin, n_end): for every block of up to 4 x rows and
-// pair of W rows, rows_q16.template operator()<MB, NR, G>(m0, n, f, result), f being the
+// pair of W rows, rows_q16.template operator()<MB, NR, G>(m0, n, f, lanes), f being the
 // row_factors scratch.
 template <class RowsQ16>
 void gemv_q16(const PreparedX& x, int64_t group_size, const float* bias, void* out, DType out_dt,
@@ -479,7 +493,7 @@ void gemv_q16(const PreparedX& x, int64_t group_size, const float* bias, void* o
   float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
   for (int64_t m0 = 0; m0 < x.M; m0 += 4)
     with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), group_size, [&]<int MB, int G>() {
-      gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, float* res) {
+      gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, __m512* res) {
         rows_q16.template operator()<MB, NR, G>(m0, n, f, res);
       });
     });
@@ -516,7 +530,7 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
   if (x.x_q != nullptr)
     return gemv_q16(x, w.group_size, bias, out, out_dt, ldo, n_begin, n_end,
-                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, float* res) {
+                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, __m512* res) {
                       int4_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
                     });
   const int64_t groups = w.K / w.group_size;
@@ -530,12 +544,13 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
     halves_to_floats(w.min + nb * groups, rows * groups, mn_block);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4)
       with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, float* res) {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, __m512* res) {
           int4_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
           for (int r = 0; r < NR; ++r)
             for (int m = 0; m < MB; ++m)
-              res[r * MB + m] +=
-                  dot_floats(mn_block + (n + r - nb) * groups, x.x_sum + (m0 + m) * groups, groups);
+              res[r * MB + m] = _mm512_add_ps(
+                  res[r * MB + m],
+                  dot_lanes(mn_block + (n + r - nb) * groups, x.x_sum + (m0 + m) * groups, groups));
         });
       });
   }
@@ -545,7 +560,7 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
   if (x.x_q != nullptr)
     return gemv_q16(x, w.group_size, bias, out, out_dt, ldo, n_begin, n_end,
-                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, float* res) {
+                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, __m512* res) {
                       int8_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
                     });
   const int64_t groups = w.K / w.group_size;
@@ -556,7 +571,7 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
     halves_to_floats(w.scale + nb * groups, rows * groups, sc_block);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4)
       with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, float* res) {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, __m512* res) {
           int8_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
         });
       });

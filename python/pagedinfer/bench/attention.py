@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 import pagedinfer.ops as ops
 from pagedinfer.bench.core import BenchContext, Row, rotation_count, suite
+from pagedinfer.memory import empty_huge
 
 
 def _paged_inputs(B, S, Hkv, D, block_size, dtype, copies):
@@ -22,21 +23,24 @@ def _paged_inputs(B, S, Hkv, D, block_size, dtype, copies):
     num_blocks = B * blocks_per_seq
     caches = []
     for _ in range(copies):
-        kc = torch.randn(num_blocks, block_size, Hkv, D, dtype=dtype)
-        vc = torch.randn(num_blocks, block_size, Hkv, D, dtype=dtype)
+        kc = empty_huge((num_blocks, block_size, Hkv, D), dtype).normal_()
+        vc = empty_huge((num_blocks, block_size, Hkv, D), dtype).normal_()
         tables = torch.randperm(num_blocks, dtype=torch.int32).view(B, blocks_per_seq).contiguous()
         caches.append((kc, vc, tables))
     return caches
 
 
-def _gather(kc, vc, tables, S):
-    """Contiguous [B, Hkv, S, D] copies of the paged K/V, for SDPA."""
+def _gather(kc, vc, tables, S, dtype):
+    """Contiguous [B, Hkv, S, D] copies of the paged K/V in dtype, for SDPA (on huge pages too,
+    like the paged caches)."""
     pos = torch.arange(S)
     block_size = kc.shape[1]
     idx = tables.long()[:, pos // block_size]  # [B, S]
-    k = kc[idx, pos % block_size]  # [B, S, Hkv, D]
-    v = vc[idx, pos % block_size]
-    return k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+
+    def contiguous(cache):
+        x = cache[idx, pos % block_size].transpose(1, 2)  # [B, Hkv, S, D]
+        return empty_huge(x.shape, dtype).copy_(x)
+    return contiguous(kc), contiguous(vc)
 
 
 def _sdpa_rows(ctx, rows_out, name, case, caches, S, query_fn, is_causal, work):
@@ -46,8 +50,7 @@ def _sdpa_rows(ctx, rows_out, name, case, caches, S, query_fn, is_causal, work):
         contig = []
         per_copy = 2 * caches[0][0].numel() * torch.tensor([], dtype=dtype).element_size()
         for kc, vc, tables in caches[: rotation_count(per_copy, limit=len(caches))]:
-            k, v = _gather(kc, vc, tables, S)
-            contig.append((k.to(dtype), v.to(dtype)))
+            contig.append(_gather(kc, vc, tables, S, dtype))
         q = query_fn(dtype)
         n = len(contig)
 

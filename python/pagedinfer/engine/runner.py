@@ -8,6 +8,7 @@ import torch
 
 from pagedinfer.engine.sampler import Sampler
 from pagedinfer.engine.scheduler import ScheduledBatch
+from pagedinfer.memory import zeros_huge
 from pagedinfer.models.config import ModelConfig
 from pagedinfer.models.layers import AttentionMetadata
 
@@ -26,9 +27,13 @@ class ModelRunner:
         self.block_size = block_size
         self.device = device
         # One allocation [L, 2, num_blocks, block_size, Hkv, D]; each layer's K and V caches are
-        # contiguous views of it (the layout in DESIGN.md).
-        self.kv_cache = torch.zeros(c.num_layers, 2, num_blocks, block_size, c.num_kv_heads,
-                                    c.head_dim, dtype=model.dtype, device=device)
+        # contiguous views of it (the layout in DESIGN.md). On the CPU, on huge pages
+        # (pagedinfer.memory: attention reads the blocks scattered).
+        shape = (c.num_layers, 2, num_blocks, block_size, c.num_kv_heads, c.head_dim)
+        if torch.device(device).type == "cpu":
+            self.kv_cache = zeros_huge(shape, model.dtype)
+        else:
+            self.kv_cache = torch.zeros(shape, dtype=model.dtype, device=device)
         self.kv_caches = [(self.kv_cache[i, 0], self.kv_cache[i, 1]) for i in range(c.num_layers)]
         self.sampler = Sampler(seed)
 
