@@ -64,6 +64,22 @@ def test_matches_transformers(hf_folder):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_weights_share_one_buffer(hf_folder):
+    """load_model moves every projection's tensors (packed weights, biases) into one buffer (on
+    huge pages where granted); test_matches_transformers checks the values survive the move."""
+    _, _, path = hf_folder
+    for quantization in (None, "int4"):
+        model, _ = load_model(path, torch.float32, quantization=quantization, progress=False)
+        tensors = []
+        for lin in model._linears():
+            w = lin.weight
+            tensors += [w] if isinstance(w, torch.Tensor) else list(w.buffers())
+            tensors += [] if lin.bias is None else [lin.bias]
+        storages = {t.untyped_storage().data_ptr() for t in tensors}
+        assert len(storages) == 1 and all(t.is_contiguous() for t in tensors)
+        assert all(t.data_ptr() % 64 == 0 for t in tensors)
+
+
 def test_quantize_on_load(hf_folder):
     from pagedinfer.quant import Int4Weight, Int8Weight
 

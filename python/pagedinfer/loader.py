@@ -55,11 +55,14 @@ def load_model(model: str | None, dtype: torch.dtype, max_positions: int | None 
         raise FileNotFoundError(f"model {path!r} does not exist")
     if os.path.isdir(path):
         hf_quant = None if quantization == "float" else quantization
-        return load_hf_folder(path, dtype, max_positions, hf_quant, progress), path
-    if quantization not in (None, "float"):
+        loaded = load_hf_folder(path, dtype, max_positions, hf_quant, progress)
+    elif quantization not in (None, "float"):
         raise ValueError(f"quantization={quantization!r} applies to HF folders; a GGUF file keeps "
                          f"its own types, or is dequantized with quantization='float'")
-    return load_gguf(path, dtype, max_positions, progress, dequantize=quantization == "float"), path
+    else:
+        loaded = load_gguf(path, dtype, max_positions, progress, dequantize=quantization == "float")
+    loaded.place_weights_on_huge_pages()
+    return loaded, path
 
 
 # ---- GGUF -----------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import pagedinfer.ops as ops
+from pagedinfer.memory import pack_on_huge_pages
 from pagedinfer.models.config import ModelConfig
 from pagedinfer.models.layers import (AttentionMetadata, Linear, add_rms_norm, rms_norm,
                                       rope_inv_freq, rope_tables, rotary_embedding, silu_and_mul)
@@ -88,15 +89,34 @@ class LlamaModel:
                                         value_cache)
         return add_rms_norm(x, residual, self.norm, self.config.rms_norm_eps)[0]
 
+    def _linears(self) -> list:
+        return [self.lm_head] + [getattr(layer, n) for layer in self.layers
+                                 for n in ("qkv", "o", "gate_up", "down")]
+
+    def place_weights_on_huge_pages(self) -> None:
+        """CPU: moves the projections' weights and biases into one buffer on huge pages
+        (pagedinfer.memory.pack_on_huge_pages: each decode step streams them all once)."""
+        slots = []  # (owner, attribute name) of each tensor
+        for lin in self._linears():
+            if isinstance(lin.weight, torch.Tensor):
+                slots.append((lin, "weight"))
+            else:  # Int4Weight / Int8Weight: their packed buffers
+                slots += [(lin.weight, name) for name, _ in lin.weight.named_buffers()]
+            if lin.bias is not None:
+                slots.append((lin, "bias"))
+        tensors = [getattr(owner, name) for owner, name in slots]
+        if any(t.device.type != "cpu" for t in tensors):
+            raise ValueError("place_weights_on_huge_pages: the weights must be on the CPU")
+        for (owner, name), t in zip(slots, pack_on_huge_pages(tensors)):
+            setattr(owner, name, t)
+
     def to(self, device: torch.device) -> "LlamaModel":
         """Moves every weight (float tensors and quantized weight modules) to device."""
         def move(x):
             return None if x is None else x.to(device)
 
         self.embed, self.norm, self.cos, self.sin = map(move, (self.embed, self.norm, self.cos, self.sin))
-        linears = [self.lm_head] + [getattr(layer, n) for layer in self.layers
-                                    for n in ("qkv", "o", "gate_up", "down")]
-        for lin in linears:
+        for lin in self._linears():
             lin.weight, lin.bias = move(lin.weight), move(lin.bias)
         for layer in self.layers:
             layer.attn_norm, layer.ffn_norm = move(layer.attn_norm), move(layer.ffn_norm)
