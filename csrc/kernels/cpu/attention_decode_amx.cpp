@@ -183,8 +183,9 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
     if (ng > 3) _tile_stored(3, st + 48 * R, R * 4);
   }
 
-  // 2. softmax of a head's rows, run while the tile unit works through the previous head's
-  // output products (the vector and tile units overlap)
+  // 2. softmax of a head's rows (vector work), issued after the previous head's output products
+  // (tile work) so the two can overlap; the P tiles it writes are loaded a head later, not at
+  // once (a tile load right after vector stores to its lines waits for them)
   auto softmax_head = [&](int gi) {
     const int64_t so = static_cast<int64_t>(gi) * rows_pad;
     for (int r = 0; r < R; ++r)
