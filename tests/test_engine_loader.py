@@ -64,20 +64,30 @@ def test_matches_transformers(hf_folder):
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
 
 
-def test_weights_share_one_buffer(hf_folder):
-    """load_model moves every projection's tensors (packed weights, biases) into one buffer (on
-    huge pages where granted); test_matches_transformers checks the values survive the move."""
+def test_weights_share_buffers(hf_folder):
+    """load_model moves the projections' tensors (packed weights, biases) into shared buffers
+    (on huge pages where granted), batch_bytes at a time; test_matches_transformers checks the
+    values survive the move."""
     _, _, path = hf_folder
-    for quantization in (None, "int4"):
-        model, _ = load_model(path, torch.float32, quantization=quantization, progress=False)
+
+    def storages(model):
         tensors = []
         for lin in model._linears():
             w = lin.weight
             tensors += [w] if isinstance(w, torch.Tensor) else list(w.buffers())
             tensors += [] if lin.bias is None else [lin.bias]
-        storages = {t.untyped_storage().data_ptr() for t in tensors}
-        assert len(storages) == 1 and all(t.is_contiguous() for t in tensors)
-        assert all(t.data_ptr() % 64 == 0 for t in tensors)
+        assert all(t.is_contiguous() and t.data_ptr() % 64 == 0 for t in tensors)
+        return len({t.untyped_storage().data_ptr() for t in tensors}), len(tensors)
+
+    for quantization in (None, "int4"):
+        model, _ = load_model(path, torch.float32, quantization=quantization, progress=False)
+        assert storages(model)[0] == 1  # a tiny model: one batch
+        prompts = [torch.randint(0, 200, (9,)).tolist()]
+        before = run_logits(model, prompts)
+        model.place_weights_on_huge_pages(batch_bytes=1)  # one tensor per buffer
+        n_storages, n_tensors = storages(model)
+        assert n_storages == n_tensors
+        torch.testing.assert_close(run_logits(model, prompts), before, atol=0, rtol=0)
 
 
 def test_quantize_on_load(hf_folder):

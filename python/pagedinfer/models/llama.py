@@ -93,9 +93,10 @@ class LlamaModel:
         return [self.lm_head] + [getattr(layer, n) for layer in self.layers
                                  for n in ("qkv", "o", "gate_up", "down")]
 
-    def place_weights_on_huge_pages(self) -> None:
-        """CPU: moves the projections' weights and biases into one buffer on huge pages
-        (pagedinfer.memory.pack_on_huge_pages: each decode step streams them all once)."""
+    def place_weights_on_huge_pages(self, batch_bytes: int = 64 << 20) -> None:
+        """CPU: moves the projections' weights and biases into buffers on huge pages
+        (pagedinfer.memory.pack_on_huge_pages: each decode step streams them all once), about
+        batch_bytes at a time, so that loading needs only that much memory on top."""
         slots = []  # (owner, attribute name) of each tensor
         for lin in self._linears():
             if isinstance(lin.weight, torch.Tensor):
@@ -104,11 +105,17 @@ class LlamaModel:
                 slots += [(lin.weight, name) for name, _ in lin.weight.named_buffers()]
             if lin.bias is not None:
                 slots.append((lin, "bias"))
-        tensors = [getattr(owner, name) for owner, name in slots]
-        if any(t.device.type != "cpu" for t in tensors):
+        if any(getattr(owner, name).device.type != "cpu" for owner, name in slots):
             raise ValueError("place_weights_on_huge_pages: the weights must be on the CPU")
-        for (owner, name), t in zip(slots, pack_on_huge_pages(tensors)):
-            setattr(owner, name, t)
+        while slots:
+            batch, size = [], 0
+            while slots and (not batch or size < batch_bytes):
+                owner, name = slots.pop(0)
+                t = getattr(owner, name)
+                batch.append((owner, name, t))
+                size += t.numel() * t.element_size()
+            for (owner, name, _), t in zip(batch, pack_on_huge_pages([t for *_, t in batch])):
+                setattr(owner, name, t)
 
     def to(self, device: torch.device) -> "LlamaModel":
         """Moves every weight (float tensors and quantized weight modules) to device."""
