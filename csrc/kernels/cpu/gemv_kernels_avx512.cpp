@@ -499,6 +499,32 @@ void gemv_q16(const PreparedX& x, int64_t group_size, const float* bias, void* o
     });
 }
 
+// The fp32-activation GEMV of rows [n_begin, n_end): the rows' fp16 scales (and mins, where
+// `min` is not null) widened 32 rows at a time, one contiguous run each; then for every block of
+// up to 4 x rows and pair of W rows rows_f32.template operator()<MB, NR>(m0, n, sc, mn, lanes),
+// sc and mn pointing at row n's widened groups.
+template <class RowsF32>
+void gemv_f32(const PreparedX& x, int64_t group_size, const uint16_t* scale, const uint16_t* min,
+              const float* bias, void* out, DType out_dt, int64_t ldo, int64_t n_begin,
+              int64_t n_end, const RowsF32& rows_f32) {
+  const int64_t groups = x.K / group_size;
+  constexpr int64_t kRowBlock = 32;
+  float* sc_block = aligned_scratch(2 * kRowBlock * groups);
+  float* mn_block = sc_block + kRowBlock * groups;
+  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
+    const int64_t rows = std::min(kRowBlock, n_end - nb);
+    halves_to_floats(scale + nb * groups, rows * groups, sc_block);
+    if (min != nullptr) halves_to_floats(min + nb * groups, rows * groups, mn_block);
+    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+      with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, __m512* res) {
+          const int64_t at = (n - nb) * groups;
+          rows_f32.template operator()<MB, NR>(m0, n, sc_block + at, mn_block + at, res);
+        });
+      });
+  }
+}
+
 }  // namespace
 
 void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) {
@@ -534,26 +560,14 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
                       int4_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
                     });
   const int64_t groups = w.K / w.group_size;
-  // fp32 x: scales and mins are widened 32 rows at a time (one contiguous run each).
-  constexpr int64_t kRowBlock = 32;
-  float* sc_block = aligned_scratch(2 * kRowBlock * groups);
-  float* mn_block = sc_block + kRowBlock * groups;
-  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
-    const int64_t rows = std::min(kRowBlock, n_end - nb);
-    halves_to_floats(w.scale + nb * groups, rows * groups, sc_block);
-    halves_to_floats(w.min + nb * groups, rows * groups, mn_block);
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
-      with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, __m512* res) {
-          int4_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
-          for (int r = 0; r < NR; ++r)
-            for (int m = 0; m < MB; ++m)
-              res[r * MB + m] = _mm512_add_ps(
-                  res[r * MB + m],
-                  dot_lanes(mn_block + (n + r - nb) * groups, x.x_sum + (m0 + m) * groups, groups));
-        });
-      });
-  }
+  gemv_f32(x, w.group_size, w.scale, w.min, bias, out, out_dt, ldo, n_begin, n_end,
+           [&]<int MB, int NR>(int64_t m0, int64_t n, const float* sc, const float* mn, __m512* res) {
+             int4_rows_f32<MB, NR>(w, x, m0, n, sc, res);
+             for (int r = 0; r < NR; ++r)
+               for (int m = 0; m < MB; ++m)
+                 res[r * MB + m] = _mm512_add_ps(
+                     res[r * MB + m], dot_lanes(mn + r * groups, x.x_sum + (m0 + m) * groups, groups));
+           });
 }
 
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
@@ -563,19 +577,10 @@ void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, 
                     [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, __m512* res) {
                       int8_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
                     });
-  const int64_t groups = w.K / w.group_size;
-  constexpr int64_t kRowBlock = 32;  // scales widened 32 rows at a time, as in int4_gemv_avx512
-  float* sc_block = aligned_scratch(kRowBlock * groups);
-  for (int64_t nb = n_begin; nb < n_end; nb += kRowBlock) {
-    const int64_t rows = std::min(kRowBlock, n_end - nb);
-    halves_to_floats(w.scale + nb * groups, rows * groups, sc_block);
-    for (int64_t m0 = 0; m0 < x.M; m0 += 4)
-      with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, __m512* res) {
-          int8_rows_f32<MB, NR>(w, x, m0, n, sc_block + (n - nb) * groups, res);
-        });
-      });
-  }
+  gemv_f32(x, w.group_size, w.scale, nullptr, bias, out, out_dt, ldo, n_begin, n_end,
+           [&]<int MB, int NR>(int64_t m0, int64_t n, const float* sc, const float*, __m512* res) {
+             int8_rows_f32<MB, NR>(w, x, m0, n, sc, res);
+           });
 }
 
 }  // namespace pagedinfer::cpu
