@@ -43,30 +43,34 @@ def _gather(kc, vc, tables, S, dtype):
     return contiguous(kc), contiguous(vc)
 
 
-def _sdpa_rows(ctx, rows_out, name, case, caches, S, query_fn, is_causal, work):
-    """Times SDPA in fp32 and bf16 on contiguous copies; returns the fastest row."""
-    best = None
+def _sdpa_impls(caches, S, query_fn, is_causal) -> dict:
+    """SDPA in fp32 and bf16 on contiguous copies of the caches: {impl name: (fn, copies)}."""
+    impls = {}
     for dtype in (torch.float32, torch.bfloat16):
         contig = []
         per_copy = 2 * caches[0][0].numel() * torch.tensor([], dtype=dtype).element_size()
         for kc, vc, tables in caches[: rotation_count(per_copy, limit=len(caches))]:
             contig.append(_gather(kc, vc, tables, S, dtype))
         q = query_fn(dtype)
-        n = len(contig)
 
-        def run(i, q=q, contig=contig, n=n):
-            k, v = contig[i % n]
+        def run(i, q=q, contig=contig):
+            k, v = contig[i % len(contig)]
             F.scaled_dot_product_attention(q, k, v, is_causal=is_causal, enable_gqa=True)
 
-        # Warm-up over every copy, for SDPA as for pagedinfer: the copies were just written, and
-        # the first timed calls would otherwise also pay for writing their dirty lines back.
-        row = ctx.row(name, case, f"torch SDPA {str(dtype)[6:]} (contiguous K/V)",
-                      ctx.time(run, warmup=max(ctx.warmup, n)), **work)
-        rows_out.append(row)
-        if best is None or row.median_ms < best.median_ms:
-            best = row
-        del contig
-    return best
+        impls[f"torch SDPA {str(dtype)[6:]} (contiguous K/V)"] = (run, len(contig))
+    return impls
+
+
+def _time_against_sdpa(ctx, rows, name, case, run_ours, ours_copies, sdpa, work) -> None:
+    """Times pagedinfer and the SDPA variants in turns (time_interleaved), warming each up over all
+    its copies first (they were just written; the first timed calls would otherwise also pay for
+    writing their dirty lines back), and adds the rows, pagedinfer's held against the best SDPA."""
+    impls = {"pagedinfer": (run_ours, ours_copies), **sdpa}
+    stats = ctx.time_interleaved({impl: fn for impl, (fn, _) in impls.items()},
+                                 warmups={impl: max(ctx.warmup, n) for impl, (_, n) in impls.items()})
+    base_rows = [ctx.row(name, case, impl, stats[impl], **work) for impl in sdpa]
+    best = min(base_rows, key=lambda r: r.median_ms)
+    rows.extend([ctx.row(name, case, "pagedinfer", stats["pagedinfer"], baseline=best, **work), *base_rows])
 
 
 def _decode(ctx: BenchContext, rows: list[Row], B: int, S: int) -> None:
@@ -88,17 +92,12 @@ def _decode(ctx: BenchContext, rows: list[Row], B: int, S: int) -> None:
     def query_fn(sdpa_dtype):
         return q.to(sdpa_dtype).view(B, Hq, 1, D)
 
-    base_rows: list[Row] = []
-    best = _sdpa_rows(ctx, base_rows, name, case, caches, S, query_fn, False, work)
-
     def run_ours(i):
         kc, vc, tables = caches[i % copies]
         ops.paged_attention(q, kc, vc, qsl, seq_lens, tables, out=out)
 
-    ours = ctx.row(name, case, "pagedinfer",
-                   ctx.time(run_ours, repeat=max(ctx.repeat, 2 * copies), warmup=max(ctx.warmup, copies)),
-                   baseline=best, **work)
-    rows.extend([ours, *base_rows])
+    sdpa = _sdpa_impls(caches, S, query_fn, False)
+    _time_against_sdpa(ctx, rows, name, case, run_ours, copies, sdpa, work)
 
 
 def _prefill(ctx: BenchContext, rows: list[Row], B: int, S: int) -> None:
@@ -118,15 +117,13 @@ def _prefill(ctx: BenchContext, rows: list[Row], B: int, S: int) -> None:
     def query_fn(sdpa_dtype):
         return q.view(B, S, Hq, D).transpose(1, 2).contiguous().to(sdpa_dtype)
 
-    base_rows: list[Row] = []
-    best = _sdpa_rows(ctx, base_rows, name, case, caches, S, query_fn, True, work)
     kc, vc, tables = caches[0]
 
     def run_ours(i):
         ops.paged_attention(q, kc, vc, qsl, seq_lens, tables, out=out)
 
-    ours = ctx.row(name, case, "pagedinfer", ctx.time(run_ours), baseline=best, **work)
-    rows.extend([ours, *base_rows])
+    sdpa = _sdpa_impls(caches, S, query_fn, True)
+    _time_against_sdpa(ctx, rows, name, case, run_ours, 1, sdpa, work)
 
 
 @suite("attention")

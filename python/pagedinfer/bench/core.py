@@ -99,6 +99,12 @@ def rotation_count(bytes_per_copy: int, limit: int = 64) -> int:
     return max(1, min(limit, math.ceil(cold_working_set_bytes() / max(1, bytes_per_copy))))
 
 
+def _stats(times: list[float]) -> Stats:
+    times = sorted(times)
+    q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
+    return Stats(statistics.median(times), q[0], q[-1], len(times))
+
+
 class BenchContext:
     """Settings and shared state for one `pagedinfer bench` run."""
 
@@ -141,9 +147,36 @@ class BenchContext:
             self.sync()
             times.append(time.perf_counter() - t0)
             i += 1
-        times.sort()
-        q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else times * 9
-        return Stats(statistics.median(times), q[0], q[-1], len(times))
+        return _stats(times)
+
+    def time_interleaved(self, fns: dict[str, Callable[[int], object]], warmups: dict[str, int],
+                         rounds: int = 3, min_time_s: float = 0.03) -> dict[str, Stats]:
+        """Times several impls of one case in turns (A B C, A B C, ...), each turn at least
+        `repeat` runs and min_time_s, and pools each impl's runs. On a machine whose memory
+        bandwidth drifts from minute to minute (a shared VM), the impls then see the same
+        conditions, so their ratio holds even when the absolute figures move. Every turn starts
+        with warmups[impl] untimed runs (a pass over the impl's rotated copies): read bandwidth
+        here falls as the set of recently read memory grows (a sum streams 27.6 GB/s from
+        0.25 GiB, 23.7 from 0.96, 20.4 from 3.8), so each impl is timed once its own data, and
+        not the other impls', is what the machine last read."""
+        times: dict[str, list[float]] = {name: [] for name in fns}
+        i = {name: 0 for name in fns}
+        for r in range(rounds):
+            for name, fn in fns.items():
+                for _ in range(warmups[name]):
+                    fn(i[name])
+                    i[name] += 1
+                self.sync()
+                start = time.perf_counter()
+                n = 0
+                while n < self.repeat or (time.perf_counter() - start) < min_time_s:
+                    t0 = time.perf_counter()
+                    fn(i[name])
+                    self.sync()
+                    times[name].append(time.perf_counter() - t0)
+                    i[name] += 1
+                    n += 1
+        return {name: _stats(t) for name, t in times.items()}
 
     def row(self, suite_name: str, case: str, impl: str, stats: Stats, *, bytes: float = 0.0,
             flops: float = 0.0, limit: str | None = None, baseline: Row | None = None,

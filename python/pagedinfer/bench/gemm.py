@@ -6,7 +6,8 @@ Impls per case (bf16 activations x [M, K], weight [N, K], group 32):
                               weight packed by _convert_weight_to_int4pack_for_cpu)
   dense bf16 / dense fp32     torch.matmul on the dequantized weight
 Every impl rotates through copies of its weights that together exceed the last-level cache, so
-each call streams its weights from memory as a real model's layers do. GB/s counts the bytes of
+each call streams its weights from memory as a real model's layers do. Each copy sits on huge
+pages, as pagedinfer.load_model places a model's weights (the baselines' copies too). GB/s counts the bytes of
 weights read (packed bytes plus scales); GFLOP/s counts 2 M N K. Small M is held against the
 machine's read bandwidth, M >= 64 against its bf16 GEMM peak.
 """
@@ -16,6 +17,7 @@ import torch
 
 import pagedinfer.ops as ops
 from pagedinfer.bench.core import BenchContext, Row, rotation_count, suite
+from pagedinfer.memory import pack_on_huge_pages
 from pagedinfer.quant import Int4Weight, Int8Weight
 
 GROUP = 32
@@ -43,8 +45,13 @@ def _case(ctx: BenchContext, rows: list[Row], n: int, k: int, ms: list[int], den
 
     def clone_weight(src, cls):
         c = cls(*src.shape, src.group_size)
-        c.load_state_dict(src.state_dict())
+        names = [name for name, _ in src.named_buffers()]
+        for name, t in zip(names, pack_on_huge_pages([getattr(src, name) for name in names])):
+            setattr(c, name, t)
         return c
+
+    def clone_tensors(*ts):
+        return tuple(pack_on_huge_pages(list(ts)))
 
     # torch's int4 format: w = (q - 8) * scale + zero, scales_and_zeros [K/G, N, 2] bf16.
     q = w4.unpacked().to(torch.int32)
@@ -61,10 +68,10 @@ def _case(ctx: BenchContext, rows: list[Row], n: int, k: int, ms: list[int], den
     copies8 = _copies(lambda: clone_weight(w8, Int8Weight), w8_bytes)
     impls["pagedinfer int8"] = (lambda x, i: ops.int8_linear(x, copies8[i % len(copies8)]), w8_bytes,
                                 len(copies8))
-    tcopies = _copies(lambda: (t_packed.clone(), t_sz.clone()), t_bytes)
+    tcopies = _copies(lambda: clone_tensors(t_packed, t_sz), t_bytes)
     impls["torch int4"] = (lambda x, i: torch.ops.aten._weight_int4pack_mm_for_cpu(
         x, tcopies[i % len(tcopies)][0], GROUP, tcopies[i % len(tcopies)][1]), t_bytes, len(tcopies))
-    dcopies = _copies(lambda: dense.clone(), _nbytes(dense), limit=32)
+    dcopies = _copies(lambda: clone_tensors(dense)[0], _nbytes(dense), limit=32)
     impls["dense bf16"] = (lambda x, i: torch.matmul(x, dcopies[i % len(dcopies)].t()), _nbytes(dense),
                            len(dcopies))
 
@@ -75,9 +82,10 @@ def _case(ctx: BenchContext, rows: list[Row], n: int, k: int, ms: list[int], den
         case = f"N={n} K={k} M={m} bf16 g{GROUP}"
         # Warm-up: one pass over all of an impl's copies. The copies were just written, and the
         # first impl timed after that would otherwise pay for writing their dirty lines back
-        # (0.92 vs 0.55 ms for INT4 4096 x 4096 at M = 1).
-        stats = {impl: ctx.time(lambda i, f=f: f(x, i), warmup=max(ctx.warmup, n_copies))
-                 for impl, (f, _, n_copies) in impls.items()}
+        # (0.92 vs 0.55 ms for INT4 4096 x 4096 at M = 1). The impls take turns (same machine
+        # state for all), each turn wrapping once round its copies at most.
+        stats = ctx.time_interleaved({impl: (lambda i, f=f: f(x, i)) for impl, (f, _, _) in impls.items()},
+                                     warmups={impl: max(ctx.warmup, n) for impl, (_, _, n) in impls.items()})
         base = ctx.row(name, case, "torch int4", stats["torch int4"], bytes=impls["torch int4"][1],
                        flops=flops, limit=limit)
         dense_row = ctx.row(name, case, "dense bf16", stats["dense bf16"], bytes=impls["dense bf16"][1],
@@ -89,7 +97,7 @@ def _case(ctx: BenchContext, rows: list[Row], n: int, k: int, ms: list[int], den
         rows.extend([base, dense_row])
         if dense_fp32 and m <= 16:
             d32 = dcopies[0].float()
-            f32copies = _copies(lambda: d32.clone(), _nbytes(d32), limit=16)
+            f32copies = _copies(lambda: clone_tensors(d32)[0], _nbytes(d32), limit=16)
             x32 = x.float()
             st = ctx.time(lambda i: torch.matmul(x32, f32copies[i % len(f32copies)].t()),
                           warmup=max(ctx.warmup, len(f32copies)))
