@@ -85,19 +85,20 @@ void paged_attention_cpu(const at::Tensor& query_in, const at::Tensor& key_cache
     part_o = partials.data_ptr<float>();
     part_lse = part_o + plan.partial_floats;
   }
-  // Each thread claims its next item before running the current one and prefetches that item's
-  // first chunk of keys, which no chunk before it in the same item would have prefetched.
+  // Each thread takes the next unclaimed item, and prefetches the first chunk of keys of the
+  // item after it (no chunk before that one in its own item prefetches it). It looks at that
+  // item without claiming it: a thread that claimed two items at once could leave the other
+  // threads idle at the end (with one item per thread, as when one long sequence is split in
+  // two, it took both: 16 vs 8 ms for 32,768 keys on 2 threads).
   const int64_t n_items = static_cast<int64_t>(plan.items.size());
   const int64_t threads = std::min<int64_t>(at::get_num_threads(), n_items);
   std::atomic<int64_t> next_item{0};
   if (n_items > 0)
     at::parallel_for(0, threads, 1, [&](int64_t, int64_t) {
-      int64_t i = next_item.fetch_add(1);
-      while (i < n_items) {
-        const int64_t j = next_item.fetch_add(1);
+      for (int64_t i = next_item.fetch_add(1); i < n_items; i = next_item.fetch_add(1)) {
+        const int64_t j = next_item.load(std::memory_order_relaxed);
         if (j < n_items) cpu::prefetch_attention_item(p, plan.items[j], cpu::kKeyChunk);
         cpu::run_attention_item(p, plan.items[i], part_o, part_lse);
-        i = j;
       }
     });
   parallel_dynamic(static_cast<int64_t>(plan.merges.size()), [&](int64_t i) {
