@@ -43,13 +43,16 @@ using avx512_gemm::halves_to_floats;
 using avx512_gemm::log2_of;
 using avx512_gemm::prefetch_bytes;
 
-// Software prefetch: the weight rows are read kPrefetchBytes ahead of the current ones, one line
-// per chunk of work (the hardware prefetchers alone left the loop waiting on DRAM, 14 vs 22 GB/s
-// for a 4096-wide layer with 2 threads), and the scales and mins kScalePrefetchRows rows ahead,
-// whole (row_factors reads them all at a row's start). Measured on a 335 MB INT4 matrix and the
-// default model's K = 576: 2-4 KiB ahead beats 1 KiB (-6 %) and 8-32 KiB (-12 to -20 %). (Likely
-// because lines prefetched far ahead, in other pages, stay in flight longer and hold the
-// line-fill buffers that bound one core's memory traffic.)
+// Software prefetch (the hardware prefetchers alone left the loop waiting on DRAM, 14 vs 22 GB/s
+// for a 4096-wide layer with 2 threads). The 16-bit-activation loops prefetch each of their NR
+// row streams kStreamPrefetchBytes ahead of its own read point (prefetch_streams); the fp32 ones
+// make one run through the rows' bytes kPrefetchBytes ahead of the first row, one line per chunk
+// of work (2-4 KiB beat 1 KiB by 6 % and 8-32 KiB by 12-20 % on a 335 MB INT4 matrix and the
+// default model's K = 576: lines prefetched far ahead, in other pages, likely stay in flight
+// longer and hold the line-fill buffers that bound one core's memory traffic). Scales and mins
+// are prefetched kScalePrefetchRows rows ahead, whole (row_factors reads them all at a row's
+// start).
+constexpr int64_t kStreamPrefetchBytes = 4096;
 constexpr int64_t kPrefetchBytes = 2048;
 constexpr int64_t kScalePrefetchRows = 8;
 
@@ -144,19 +147,13 @@ __attribute__((always_inline)) inline void row_factors(const uint16_t* scale, co
   }
 }
 
-// Prefetches NR * 32 bytes per 64-weight chunk (the NR rows' share of it), kPrefetchBytes ahead.
-template <int NR>
-inline void prefetch_ahead(const char* next, int64_t k) {
-  _mm_prefetch(next + NR * k / 2, _MM_HINT_T0);
-}
-
-// INT8 (rows of K bytes): each of the NR row streams is prefetched kStreamPrefetchBytes ahead of
-// its own read point, one line per 64 bytes it reads (two streams take turns, one prefetch per
-// 32 bytes read per row); past its row's end a stream runs on into the same row of the next NR
-// rows. (prefetch_ahead's single run through the rows' bytes fell behind the second row's reads
-// for the first half of each pass when a row is 4 KiB: 4096 x 4096 at M = 1, A/B, 0.78-0.88 vs
-// 0.89-1.01 ms; 2-8 KiB ahead alike. INT4 gained nothing from it.)
-constexpr int64_t kStreamPrefetchBytes = 4096;
+// Prefetches one line of one of the NR row streams q[r] (the streams take turns), per 32 bytes
+// read from each row at byte `offset`: kStreamPrefetchBytes ahead of that stream's read point,
+// running past its row's end on into the same row of the next NR rows. One run through the
+// row pair's bytes, kPrefetchBytes ahead of the first row, was only just ahead of the second
+// row's reads early in each pass (INT4, 2 KiB rows) or behind them for half of it (INT8, 4 KiB):
+// 4096 x 4096 at M = 1, A/B rounds, INT4 0.46-0.56 vs 0.53-0.59 ms, INT8 0.78-0.88 vs 0.89-1.01;
+// the default model's 120 INT4 layers unchanged.
 template <int NR, class T>
 inline void prefetch_streams(const T* const* q, int64_t row_bytes, int64_t offset) {
   if (NR == 1 && (offset & 32)) return;
@@ -196,7 +193,6 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
   const uint8_t* q[NR];
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
   const int16_t* xq = x.x_q + m0 * K;
-  const char* next = reinterpret_cast<const char*>(q[0]) + kPrefetchBytes;
   // Scales and mins kScalePrefetchRows rows ahead, whole rows: row_factors reads them at once.
   prefetch_bytes(w.scale + (n + kScalePrefetchRows) * groups, NR * groups * 2);
   prefetch_bytes(w.min + (n + kScalePrefetchRows) * groups, NR * groups * 2);
@@ -216,7 +212,7 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
   const int64_t k_full = K / 64 * 64;
   if constexpr (G == 32) {  // each half chunk is one group: convert and scale it
     for (int64_t k = 0; k < k_full; k += 64) {
-      prefetch_ahead<NR>(next, k);
+      prefetch_streams<NR>(q, rb, k / 2);
       const int64_t j = k / 32;
       __m512i lo[NR], hi[NR];
       unpack(k, lo, hi);
@@ -255,7 +251,7 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
       for (int i = 0; i < NR * MB; ++i) ia[i] = _mm512_setzero_si512();
 #pragma GCC unroll 2
       for (int64_t k = g * G; k < (g + 1) * G; k += 64) {
-        prefetch_ahead<NR>(next, k);
+        prefetch_streams<NR>(q, rb, k / 2);
         __m512i lo[NR], hi[NR];
         unpack(k, lo, hi);
 #pragma GCC unroll 4
