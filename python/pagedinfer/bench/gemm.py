@@ -7,9 +7,9 @@ Impls per case (bf16 activations x [M, K], weight [N, K], group 32):
   dense bf16 / dense fp32     torch.matmul on the dequantized weight
 Every impl rotates through copies of its weights that together exceed the last-level cache, so
 each call streams its weights from memory as a real model's layers do. Each copy sits on huge
-pages, as pagedinfer.load_model places a model's weights (the baselines' copies too). GB/s counts the bytes of
-weights read (packed bytes plus scales); GFLOP/s counts 2 M N K. Small M is held against the
-machine's read bandwidth, M >= 64 against its bf16 GEMM peak.
+pages, as pagedinfer.load_model places a model's weights (the baselines' copies too). GB/s counts
+the bytes of weights read (packed bytes plus scales); GFLOP/s counts 2 M N K. Small M is held
+against the machine's read bandwidth, M >= 64 against its bf16 GEMM peak.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _case(ctx: BenchContext, rows: list[Row], n: int, k: int, ms: list[int], den
         # Warm-up: one pass over all of an impl's copies. The copies were just written, and the
         # first impl timed after that would otherwise pay for writing their dirty lines back
         # (0.92 vs 0.55 ms for INT4 4096 x 4096 at M = 1). The impls take turns (same machine
-        # state for all), each turn wrapping once round its copies at most.
+        # state for all), each turn after such a pass (BenchContext.time_interleaved).
         stats = ctx.time_interleaved({impl: (lambda i, f=f: f(x, i)) for impl, (f, _, _) in impls.items()},
                                      warmups={impl: max(ctx.warmup, n) for impl, (_, _, n) in impls.items()})
         base = ctx.row(name, case, "torch int4", stats["torch int4"], bytes=impls["torch int4"][1],
