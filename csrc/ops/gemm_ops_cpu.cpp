@@ -27,8 +27,12 @@ namespace {
 
 // At or below this many rows of x, the GEMV kernels win: over dequantize + AMX (bf16 x; measured
 // on N = 256, K = 4096, one thread: GEMV M = 1 / 2 / 3 / 4 48 / 77 / 90 / 120 us, AMX 104-116 us
-// for any M <= 16), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX).
-constexpr int64_t kGemvMaxMWithAmx = 3;
+// for any M <= 16), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX). At
+// M = 4 from DRAM, 2 threads, the INT4 GEMV still wins (the default model's layers 0.018-0.090
+// vs 0.027-0.096 ms; 1536 x 576 0.072-0.075 vs 0.087-0.088; 4096 x 4096 within 7 % either way), the
+// INT8 one loses (4096 x 4096 1.41-1.55 vs 1.23-1.27 ms).
+constexpr int64_t kInt4GemvMaxMWithAmx = 4;
+constexpr int64_t kInt8GemvMaxMWithAmx = 3;
 constexpr int64_t kGemvMaxM = 4;
 // Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
 // dearer than their work: waking the second thread costs microseconds, more on a busy machine.
@@ -92,8 +96,8 @@ bool use_amx() {
 
 template <class Gemv, class Dequant, class Amx>
 at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t group_size,
-                       int64_t weight_row_bytes, const std::optional<at::Tensor>& bias_in,
-                       Gemv gemv, Dequant dequant, Amx amx) {
+                       int64_t weight_row_bytes, int64_t gemv_max_m_with_amx,
+                       const std::optional<at::Tensor>& bias_in, Gemv gemv, Dequant dequant, Amx amx) {
   auto out_sizes = x_in.sizes().vec();
   out_sizes.back() = N;
   at::Tensor x = x_in.reshape({-1, K});
@@ -103,7 +107,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   if (bias_in.has_value() && bias_in->defined()) bias = bias_in->to(at::kFloat).contiguous();
 
   const bool amx_eligible = x.scalar_type() == at::kBFloat16 && use_amx();
-  if (M <= (amx_eligible ? kGemvMaxMWithAmx : kGemvMaxM)) {
+  if (M <= (amx_eligible ? gemv_max_m_with_amx : kGemvMaxM)) {
     if (x.stride(1) != 1) x = x.contiguous();
     const int64_t groups = K / group_size;
     // Prepared activations in a per-thread scratch kept across calls (decode calls are small
@@ -200,7 +204,7 @@ at::Tensor int4_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
   cpu::Int4Args w{qweight.data_ptr<uint8_t>(), static_cast<const uint16_t*>(scale.data_ptr()),
                   static_cast<const uint16_t*>(min.data_ptr()), N, K, group_size};
   return linear_impl(
-      x, N, K, group_size, cpu::int4_row_bytes(K), bias,
+      x, N, K, group_size, cpu::int4_row_bytes(K), kInt4GemvMaxMWithAmx, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int4_gemv(w, px, b, out, dt, ldo, n0, n1); },
       [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); },
@@ -229,7 +233,7 @@ at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
   cpu::Int8Args w{qweight.data_ptr<int8_t>(), static_cast<const uint16_t*>(scale.data_ptr()), N, K,
                   group_size};
   return linear_impl(
-      x, N, K, group_size, K, bias,
+      x, N, K, group_size, K, kInt8GemvMaxMWithAmx, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int8_gemv(w, px, b, out, dt, ldo, n0, n1); },
       [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); },
