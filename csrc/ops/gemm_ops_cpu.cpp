@@ -28,9 +28,9 @@ namespace {
 // At or below this many rows of x, the GEMV kernels win: over dequantize + AMX (bf16 x; measured
 // on N = 256, K = 4096, one thread: GEMV M = 1 / 2 / 3 / 4 48 / 77 / 90 / 120 us, AMX 104-116 us
 // for any M <= 16), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX). At
-// M = 4 from DRAM, 2 threads, the INT4 GEMV still wins (the default model's layers 0.018-0.090
-// vs 0.027-0.096 ms; 1536 x 576 0.072-0.075 vs 0.087-0.088; 4096 x 4096 within 7 % either way), the
-// INT8 one loses (4096 x 4096 1.41-1.55 vs 1.23-1.27 ms).
+// M = 4 from DRAM, 2 threads, the INT4 GEMV still wins on the default model's layers (0.018-0.090
+// vs 0.027-0.096 ms; 1536 x 576 0.072-0.075 vs 0.087-0.088) and is within 7 % either way at
+// 4096 x 4096; the INT8 one loses (4096 x 4096 1.41-1.55 vs 1.23-1.27 ms).
 constexpr int64_t kInt4GemvMaxMWithAmx = 4;
 constexpr int64_t kInt8GemvMaxMWithAmx = 3;
 constexpr int64_t kGemvMaxM = 4;
