@@ -129,25 +129,30 @@ class BenchContext:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 
-    def time(self, fn: Callable[[int], object], repeat: int | None = None,
-             warmup: int | None = None, min_time_s: float = 0.0) -> Stats:
-        """Times fn(i) for i = 0, 1, ...; fn rotates through its own inputs by i. Returns the
-        median and 10/90th percentiles of repeated runs after warm-up."""
-        repeat = repeat or self.repeat
-        warmup = self.warmup if warmup is None else warmup
-        for i in range(warmup):
+    def _runs(self, fn: Callable[[int], object], first: int, warmup: int, repeat: int,
+              min_time_s: float) -> list[float]:
+        """fn(first), fn(first + 1), ...: warmup untimed runs, then the times of at least repeat
+        runs and min_time_s of them."""
+        for i in range(first, first + warmup):
             fn(i)
         self.sync()
         times = []
-        start_all = time.perf_counter()
-        i = warmup
-        while len(times) < repeat or (time.perf_counter() - start_all) < min_time_s:
+        start = time.perf_counter()
+        i = first + warmup
+        while len(times) < repeat or (time.perf_counter() - start) < min_time_s:
             t0 = time.perf_counter()
             fn(i)
             self.sync()
             times.append(time.perf_counter() - t0)
             i += 1
-        return _stats(times)
+        return times
+
+    def time(self, fn: Callable[[int], object], repeat: int | None = None,
+             warmup: int | None = None, min_time_s: float = 0.0) -> Stats:
+        """Times fn(i) for i = 0, 1, ...; fn rotates through its own inputs by i. Returns the
+        median and 10/90th percentiles of repeated runs after warm-up."""
+        warmup = self.warmup if warmup is None else warmup
+        return _stats(self._runs(fn, 0, warmup, repeat or self.repeat, min_time_s))
 
     def time_interleaved(self, fns: dict[str, Callable[[int], object]], warmups: dict[str, int],
                          rounds: int = 3, min_time_s: float = 0.03) -> dict[str, Stats]:
@@ -160,22 +165,12 @@ class BenchContext:
         0.25 GiB, 23.7 from 0.96, 20.4 from 3.8), so each impl is timed once its own data, and
         not the other impls', is what the machine last read."""
         times: dict[str, list[float]] = {name: [] for name in fns}
-        i = {name: 0 for name in fns}
-        for r in range(rounds):
+        next_i = {name: 0 for name in fns}
+        for _ in range(rounds):
             for name, fn in fns.items():
-                for _ in range(warmups[name]):
-                    fn(i[name])
-                    i[name] += 1
-                self.sync()
-                start = time.perf_counter()
-                n = 0
-                while n < self.repeat or (time.perf_counter() - start) < min_time_s:
-                    t0 = time.perf_counter()
-                    fn(i[name])
-                    self.sync()
-                    times[name].append(time.perf_counter() - t0)
-                    i[name] += 1
-                    n += 1
+                turn = self._runs(fn, next_i[name], warmups[name], self.repeat, min_time_s)
+                times[name] += turn
+                next_i[name] += warmups[name] + len(turn)
         return {name: _stats(t) for name, t in times.items()}
 
     def row(self, suite_name: str, case: str, impl: str, stats: Stats, *, bytes: float = 0.0,
