@@ -50,10 +50,11 @@ using avx512_gemm::prefetch_bytes;
 // of work (2-4 KiB beat 1 KiB by 6 % and 8-32 KiB by 12-20 % on a 335 MB INT4 matrix and the
 // default model's K = 576: lines prefetched far ahead, in other pages, likely stay in flight
 // longer and hold the line-fill buffers that bound one core's memory traffic). Scales and mins
-// are prefetched a block (16 rows) ahead, whole rows: block_factors reads a block's at once.
+// are prefetched kScalePrefetchRows rows ahead, whole (row_factors reads them all at a row's
+// start).
 constexpr int64_t kStreamPrefetchBytes = 4096;
 constexpr int64_t kPrefetchBytes = 2048;
-constexpr int64_t kScalePrefetchRows = 16;
+constexpr int64_t kScalePrefetchRows = 8;
 
 inline __m512i nibble_table() {
   const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
@@ -114,62 +115,36 @@ inline void quantize_group(const float* x32, int64_t G, int16_t* xq, float* qsca
 // ---------------------------------------------------------------------------------------------
 // 16-bit activations: int16 dot products.
 
-// The factors of a block of up to 16 rows of W (the rows gemv_rows reduces together) for x rows
-// m0 ... m0 + MB - 1:
-//   f[m * stride + r * groups + g] = scale[n0 + r, g] * x_qscale[m0 + m, g]
-//   min_sum[m][r] = sum_g min[n0 + r, g] * x_sum[m0 + m, g]        (INT4's min term)
-// The block's scales are one contiguous run, so f is computed with whole-vector operations
-// against x_qscale tiled 16 times (xqs, tile_x_factors), and the min terms of 16 rows are summed
-// by one reduce16 and added to the block's results (gemv_rows). Done row pair by row pair,
-// with masked loads and padding to 16 groups, this took a fifth of a 576-wide layer's time.
-// Whole-vector stores (the scratch is padded): the streaming loop reads f back at once, and a
-// load cannot take its value from an earlier masked store still in flight.
-struct BlockFactors {
-  float* f;    // [4][stride]
-  float* xqs;  // [4][stride]: x_qscale rows, tiled
-  int64_t groups, stride;
-  alignas(64) float min_sum[4][16];
-};
-
-// stride floats per x row: 16 rows of groups, rounded up to whole vectors.
-inline int64_t block_stride(int64_t groups) { return (16 * groups + 15) / 16 * 16; }
-
-// xqs[m][r * groups + g] = x_qscale[m0 + m, g] for the 16 rows r of a block.
-inline void tile_x_factors(const PreparedX& x, int64_t m0, int mb, BlockFactors& b) {
-  for (int m = 0; m < mb; ++m)
-    for (int64_t r = 0; r < 16; ++r)
-      std::memcpy(b.xqs + m * b.stride + r * b.groups, x.x_qscale + (m0 + m) * b.groups, b.groups * 4);
-}
-
-// Rows [n0, n0 + rows) of W; min null for INT8 (min_sum then unused).
-template <int MB>
-void block_factors(const uint16_t* scale, const uint16_t* min, const PreparedX& x, int64_t m0,
-                   int64_t n0, int64_t rows, BlockFactors& b) {
-  const int64_t G = b.groups, count = rows * G;
-  const uint16_t* sc = scale + n0 * G;
-  for (int64_t i = 0; i < count; i += 16) {
-    const __mmask16 mask = count - i >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (count - i)) - 1);
-    const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, sc + i));
+// f[(r * MB + m) * gpad + g] = scale[n + r, g] * x_qscale[m0 + m, g] for every group of the NR
+// rows (gpad = groups rounded up to 16; the padding is written as zeros), and their min terms
+// added to acc[(r * MB + m) * 2]: done once per row, before the weights stream. Whole-vector
+// stores, because the streaming loop reads f back at once: a load cannot take its value from an
+// earlier masked store still in flight, and waits for it.
+template <int MB, int NR>
+__attribute__((always_inline)) inline void row_factors(const uint16_t* scale, const uint16_t* min,
+                                                       const PreparedX& x, int64_t m0, int64_t n,
+                                                       int64_t groups, int64_t gpad, float* f,
+                                                       __m512* acc) {
+  const float* x_qscale = x.x_qscale;
+  const float* x_sum = x.x_sum;
+  for (int64_t g0 = 0; g0 < groups; g0 += 16) {
+    const __mmask16 gm = groups - g0 >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (groups - g0)) - 1);
 #pragma GCC unroll 4
-    for (int m = 0; m < MB; ++m)
-      _mm512_store_ps(b.f + m * b.stride + i, _mm512_mul_ps(s, _mm512_load_ps(b.xqs + m * b.stride + i)));
-  }
-  if (min == nullptr) return;
-  __m512 v[MB][16];
-  for (int64_t r = 0; r < 16; ++r) {
-#pragma GCC unroll 4
-    for (int m = 0; m < MB; ++m) v[m][r] = _mm512_setzero_ps();
-    if (r >= rows) continue;
-    for (int64_t g = 0; g < G; g += 16) {
-      const __mmask16 mask = G - g >= 16 ? 0xFFFF : static_cast<__mmask16>((1u << (G - g)) - 1);
-      const __m512 mn = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, min + (n0 + r) * G + g));
+    for (int r = 0; r < NR; ++r) {
+      const int64_t so = (n + r) * groups + g0;
+      const __m512 s = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, scale + so));
 #pragma GCC unroll 4
       for (int m = 0; m < MB; ++m)
-        v[m][r] = _mm512_fmadd_ps(mn, _mm512_maskz_loadu_ps(mask, x.x_sum + (m0 + m) * G + g), v[m][r]);
+        _mm512_store_ps(f + (r * MB + m) * gpad + g0,
+                        _mm512_mul_ps(s, _mm512_maskz_loadu_ps(gm, x_qscale + (m0 + m) * groups + g0)));
+      if (min == nullptr) continue;
+      const __m512 mn = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(gm, min + so));
+#pragma GCC unroll 4
+      for (int m = 0; m < MB; ++m)
+        acc[(r * MB + m) * 2] =
+            _mm512_fmadd_ps(mn, _mm512_maskz_loadu_ps(gm, x_sum + (m0 + m) * groups + g0), acc[(r * MB + m) * 2]);
     }
   }
-#pragma GCC unroll 4
-  for (int m = 0; m < MB; ++m) _mm512_store_ps(b.min_sum[m], avx512_attn::reduce16(v[m]));
 }
 
 // Prefetches one line of one of the NR row streams q[r] (the streams take turns), per 32 bytes
@@ -188,24 +163,15 @@ inline void prefetch_streams(const T* const* q, int64_t row_bytes, int64_t offse
   _mm_prefetch(reinterpret_cast<const char*>(q[r]) + at, _MM_HINT_T0);
 }
 
-// Group g's int32 sums ia[i] of the N (row, x row) pairs, scaled by fr[i][g] into
+// Group g's int32 sums ia[i] of the N (row, x row) pairs, scaled by f[i * gpad + g] into
 // acc[2 i + (g & 1)]: consecutive groups alternate accumulators, so their fmas do not chain.
 template <int N>
-__attribute__((always_inline)) inline void add_group(const __m512i* ia, const float* const* fr, int64_t g,
-                                                     __m512* acc) {
+__attribute__((always_inline)) inline void add_group(const __m512i* ia, const float* f, int64_t gpad,
+                                                     int64_t g, __m512* acc) {
 #pragma GCC unroll 16
   for (int i = 0; i < N; ++i)
     acc[i * 2 + (g & 1)] =
-        _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(fr[i][g]), acc[i * 2 + (g & 1)]);
-}
-
-// fr[r * MB + m]: the factors of block row r0 + r for x row m (BlockFactors::f).
-template <int MB, int NR>
-__attribute__((always_inline)) inline void factor_rows(const BlockFactors& b, int64_t r0, const float** fr) {
-#pragma GCC unroll 4
-  for (int r = 0; r < NR; ++r)
-#pragma GCC unroll 4
-    for (int m = 0; m < MB; ++m) fr[r * MB + m] = b.f + m * b.stride + (r0 + r) * b.groups;
+        _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia[i]), _mm512_set1_ps(f[i * gpad + g]), acc[i * 2 + (g & 1)]);
 }
 
 // lanes[i] = acc[2 i] + acc[2 i + 1], for the N (row, x row) pairs: the sum of its lanes is the
@@ -216,25 +182,24 @@ __attribute__((always_inline)) inline void add_pairs(const __m512* acc, __m512* 
   for (int i = 0; i < N; ++i) lanes[i] = _mm512_add_ps(acc[2 * i], acc[2 * i + 1]);
 }
 
-// The lanes of lanes[r * MB + m] sum to sum_k w[n + r, k] * x[m0 + m, k], scale applied, min
-// term not (BlockFactors::min_sum); row n is row r0 of the block whose factors b holds.
+// The lanes of lanes[r * MB + m] sum to sum_k w[n + r, k] * x[m0 + m, k] (scale and min
+// applied).
+// f: 64-byte aligned scratch of 2 * MB * gpad floats.
 template <int MB, int NR, int G>
-void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, const BlockFactors& b,
-                   int64_t r0, __m512* lanes) {
-  const int64_t K = w.K, groups = K / G, rb = int4_row_bytes(K);
+void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n, float* f,
+                   __m512* lanes) {
+  const int64_t K = w.K, groups = K / G, gpad = (groups + 15) / 16 * 16, rb = int4_row_bytes(K);
   const __m512i low4 = _mm512_set1_epi16(0x0F);
   const uint8_t* q[NR];
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * rb;
   const int16_t* xq = x.x_q + m0 * K;
-  // Scales and mins kScalePrefetchRows rows ahead, whole rows: block_factors reads a block's
-  // at once.
+  // Scales and mins kScalePrefetchRows rows ahead, whole rows: row_factors reads them at once.
   prefetch_bytes(w.scale + (n + kScalePrefetchRows) * groups, NR * groups * 2);
   prefetch_bytes(w.min + (n + kScalePrefetchRows) * groups, NR * groups * 2);
   __m512 acc[NR * MB * 2];  // one flat array, so GCC keeps it in registers
 #pragma GCC unroll 16
   for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
-  const float* fr[NR * MB];
-  factor_rows<MB, NR>(b, r0, fr);
+  row_factors<MB, NR>(w.scale, w.min, x, m0, n, groups, gpad, f, acc);
   // One 64-weight chunk at k: low nibbles (k ... k + 31) and high ones (k + 32 ... k + 63).
   auto unpack = [&](int64_t k, __m512i* lo, __m512i* hi) {
 #pragma GCC unroll 4
@@ -257,11 +222,11 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
         const __m512i xb = _mm512_loadu_si512(xq + m * K + k + 32);
 #pragma GCC unroll 4
         for (int r = 0; r < NR; ++r) {
-          const float* f = fr[r * MB + m];
+          const float* fr = f + (r * MB + m) * gpad;
           __m512& a0 = acc[(r * MB + m) * 2];
           __m512& a1 = acc[(r * MB + m) * 2 + 1];
-          a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(lo[r], xa)), _mm512_set1_ps(f[j]), a0);
-          a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(hi[r], xb)), _mm512_set1_ps(f[j + 1]), a1);
+          a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(lo[r], xa)), _mm512_set1_ps(fr[j]), a0);
+          a1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(hi[r], xb)), _mm512_set1_ps(fr[j + 1]), a1);
         }
       }
     }
@@ -275,7 +240,7 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
         for (int r = 0; r < NR; ++r) {
           __m512& a0 = acc[(r * MB + m) * 2];
           a0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_madd_epi16(lo[r], xa)),
-                               _mm512_set1_ps(fr[r * MB + m][k_full / 32]), a0);
+                               _mm512_set1_ps(f[(r * MB + m) * gpad + k_full / 32]), a0);
         }
       }
     }
@@ -298,7 +263,7 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
             ia[r * MB + m] = _mm512_dpwssd_epi32(_mm512_dpwssd_epi32(ia[r * MB + m], lo[r], xa), hi[r], xb);
         }
       }
-      add_group<NR * MB>(ia, fr, g, acc);
+      add_group<NR * MB>(ia, f, gpad, g, acc);
     }
   }
   add_pairs<NR * MB>(acc, lanes);
@@ -306,9 +271,9 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
 
 // The same for INT8 weights: 32 weights sign-extended to words per vpdpwssd.
 template <int MB, int NR, int G>
-void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, const BlockFactors& b,
-                   int64_t r0, __m512* lanes) {
-  const int64_t K = w.K, groups = K / G;
+void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n, float* f,
+                   __m512* lanes) {
+  const int64_t K = w.K, groups = K / G, gpad = (groups + 15) / 16 * 16;
   const int8_t* q[NR];
   for (int r = 0; r < NR; ++r) q[r] = w.qweight + (n + r) * K;
   const int16_t* xq = x.x_q + m0 * K;
@@ -316,8 +281,7 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
   __m512 acc[NR * MB * 2];
 #pragma GCC unroll 16
   for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
-  const float* fr[NR * MB];
-  factor_rows<MB, NR>(b, r0, fr);
+  row_factors<MB, NR>(w.scale, nullptr, x, m0, n, groups, gpad, f, acc);
   for (int64_t g = 0; g < groups; ++g) {
     // |sum| <= 2^7 * 2^15 * G / 16 <= 2^25: exact in int32, rounded once by the convert
     __m512i ia[NR * MB];
@@ -336,7 +300,7 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
         for (int r = 0; r < NR; ++r) ia[r * MB + m] = _mm512_dpwssd_epi32(ia[r * MB + m], wv[r], xa);
       }
     }
-    add_group<NR * MB>(ia, fr, g, acc);
+    add_group<NR * MB>(ia, f, gpad, g, acc);
   }
   add_pairs<NR * MB>(acc, lanes);
 }
@@ -488,17 +452,14 @@ inline void store_outputs(void* out, DType dt, int64_t at, const float* v, const
   }
 }
 
-// Rows [n_begin, n_end) of W against x rows m0 ... m0 + MB - 1, in blocks of up to 16 rows
-// (block(n0, rows) is called first for each; it returns null or float [MB][16] to add to the
-// block's results), two rows at a time:
-// rows.template operator()<NR>(n, i, lanes), n being row i of its block, fills lanes[r * MB + m],
-// whose lanes sum to the result.
+// Rows [n_begin, n_end) of W against x rows m0 ... m0 + MB - 1, two rows at a time:
+// rows.template operator()<NR>(n, lanes) fills lanes[r * MB + m], whose lanes sum to the result.
 // The sums of 16 rows are taken together by one transpose-and-add (reduce16: 30 instructions
 // where 16 separate reductions take ~100; 576 x 576 and 3072 x 576, one thread, L2-resident:
 // 1-5 % faster), and the results of 32 rows are stored together, with the bias.
-template <int MB, class Block, class Rows>
+template <int MB, class Rows>
 void gemv_rows(int64_t m0, const float* bias, void* out, DType out_dt, int64_t ldo, int64_t n_begin,
-               int64_t n_end, const Block& block, const Rows& rows) {
+               int64_t n_end, const Rows& rows) {
   constexpr int64_t kStoreRows = 32;
   alignas(64) float buf[MB][kStoreRows];
   __m512 lanes[2 * MB];
@@ -507,19 +468,16 @@ void gemv_rows(int64_t m0, const float* bias, void* out, DType out_dt, int64_t l
     const int64_t ne = std::min(n_end, nb + kStoreRows);
     for (int64_t h = 0; h < ne - nb; h += 16) {
       const int64_t hn = std::min<int64_t>(16, ne - nb - h);
-      const float(*add)[16] = block(nb + h, hn);
       for (int64_t i = 0; i < hn; i += 2) {
         const int nr = i + 2 <= hn ? 2 : 1;
-        if (nr == 2) rows.template operator()<2>(nb + h + i, i, lanes);
-        else rows.template operator()<1>(nb + h + i, i, lanes);
+        if (nr == 2) rows.template operator()<2>(nb + h + i, lanes);
+        else rows.template operator()<1>(nb + h + i, lanes);
         for (int r = 0; r < nr; ++r)
           for (int m = 0; m < MB; ++m) pending[m][i + r] = lanes[r * MB + m];
       }
       for (int m = 0; m < MB; ++m) {
         for (int64_t i = hn; i < 16; ++i) pending[m][i] = _mm512_setzero_ps();
-        __m512 y = avx512_attn::reduce16(pending[m]);
-        if (add != nullptr) y = _mm512_add_ps(y, _mm512_load_ps(add[m]));
-        _mm512_store_ps(buf[m] + h, y);
+        _mm512_store_ps(buf[m] + h, avx512_attn::reduce16(pending[m]));
       }
     }
     for (int m = 0; m < MB; ++m)
@@ -536,32 +494,20 @@ inline float* aligned_scratch(int64_t floats) {
   return reinterpret_cast<float*>((addr + 63) & ~uintptr_t{63});
 }
 
-// The 16-bit-activation GEMV of rows [n_begin, n_end) of W (scale, min: its factors; min null
-// for INT8): for every block of up to 4 x rows and pair of W rows,
-// rows_q16.template operator()<MB, NR, G>(m0, n, factors, i, lanes), n being row i of the block
-// whose factors block_factors has just computed.
+// The 16-bit-activation GEMV of rows [n_begin, n_end): for every block of up to 4 x rows and
+// pair of W rows, rows_q16.template operator()<MB, NR, G>(m0, n, f, lanes), f being the
+// row_factors scratch.
 template <class RowsQ16>
-void gemv_q16(const PreparedX& x, int64_t group_size, const uint16_t* scale, const uint16_t* min,
-              const float* bias, void* out, DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end,
-              const RowsQ16& rows_q16) {
-  const int64_t groups = x.K / group_size, stride = block_stride(groups);
-  float* scratch = aligned_scratch(2 * 4 * stride);
-  BlockFactors b{scratch, scratch + 4 * stride, groups, stride, {}};
-  for (int64_t m0 = 0; m0 < x.M; m0 += 4) {
-    const int mb = static_cast<int>(std::min<int64_t>(4, x.M - m0));
-    tile_x_factors(x, m0, mb, b);
-    with_mb_g(mb, group_size, [&]<int MB, int G>() {
-      gemv_rows<MB>(
-          m0, bias, out, out_dt, ldo, n_begin, n_end,
-          [&](int64_t n0, int64_t rows) -> const float(*)[16] {
-            block_factors<MB>(scale, min, x, m0, n0, rows, b);
-            return min != nullptr ? b.min_sum : nullptr;
-          },
-          [&]<int NR>(int64_t n, int64_t i, __m512* res) {
-            rows_q16.template operator()<MB, NR, G>(m0, n, b, i, res);
-          });
+void gemv_q16(const PreparedX& x, int64_t group_size, const float* bias, void* out, DType out_dt,
+              int64_t ldo, int64_t n_begin, int64_t n_end, const RowsQ16& rows_q16) {
+  const int64_t groups = x.K / group_size;
+  float* f = aligned_scratch(2 * 4 * ((groups + 15) / 16 * 16));
+  for (int64_t m0 = 0; m0 < x.M; m0 += 4)
+    with_mb_g(static_cast<int>(std::min<int64_t>(4, x.M - m0)), group_size, [&]<int MB, int G>() {
+      gemv_rows<MB>(m0, bias, out, out_dt, ldo, n_begin, n_end, [&]<int NR>(int64_t n, __m512* res) {
+        rows_q16.template operator()<MB, NR, G>(m0, n, f, res);
+      });
     });
-  }
 }
 
 // The fp32-activation GEMV of rows [n_begin, n_end): the rows' fp16 scales (and mins, where
@@ -582,9 +528,7 @@ void gemv_f32(const PreparedX& x, int64_t group_size, const uint16_t* scale, con
     if (min != nullptr) halves_to_floats(min + nb * groups, rows * groups, mn_block);
     for (int64_t m0 = 0; m0 < x.M; m0 += 4)
       with_mb(static_cast<int>(std::min<int64_t>(4, x.M - m0)), [&]<int MB>() {
-        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows,
-                      [](int64_t, int64_t) -> const float(*)[16] { return nullptr; },
-                      [&]<int NR>(int64_t n, int64_t, __m512* res) {
+        gemv_rows<MB>(m0, bias, out, out_dt, ldo, nb, nb + rows, [&]<int NR>(int64_t n, __m512* res) {
           const int64_t at = (n - nb) * groups;
           rows_f32.template operator()<MB, NR>(m0, n, sc_block + at, mn_block + at, res);
         });
@@ -622,10 +566,9 @@ void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) 
 void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
   if (x.x_q != nullptr)
-    return gemv_q16(x, w.group_size, w.scale, w.min, bias, out, out_dt, ldo, n_begin, n_end,
-                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, const BlockFactors& b, int64_t i,
-                                               __m512* res) {
-                      int4_rows_q16<MB, NR, G>(w, x, m0, n, b, i, res);
+    return gemv_q16(x, w.group_size, bias, out, out_dt, ldo, n_begin, n_end,
+                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, __m512* res) {
+                      int4_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
                     });
   const int64_t groups = w.K / w.group_size;
   gemv_f32(x, w.group_size, w.scale, w.min, bias, out, out_dt, ldo, n_begin, n_end,
@@ -641,10 +584,9 @@ void int4_gemv_avx512(const Int4Args& w, const PreparedX& x, const float* bias, 
 void int8_gemv_avx512(const Int8Args& w, const PreparedX& x, const float* bias, void* out,
                       DType out_dt, int64_t ldo, int64_t n_begin, int64_t n_end) {
   if (x.x_q != nullptr)
-    return gemv_q16(x, w.group_size, w.scale, nullptr, bias, out, out_dt, ldo, n_begin, n_end,
-                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, const BlockFactors& b, int64_t i,
-                                               __m512* res) {
-                      int8_rows_q16<MB, NR, G>(w, x, m0, n, b, i, res);
+    return gemv_q16(x, w.group_size, bias, out, out_dt, ldo, n_begin, n_end,
+                    [&]<int MB, int NR, int G>(int64_t m0, int64_t n, float* f, __m512* res) {
+                      int8_rows_q16<MB, NR, G>(w, x, m0, n, f, res);
                     });
   gemv_f32(x, w.group_size, w.scale, nullptr, bias, out, out_dt, ldo, n_begin, n_end,
            [&]<int MB, int NR>(int64_t m0, int64_t n, const float* sc, const float*, __m512* res) {
