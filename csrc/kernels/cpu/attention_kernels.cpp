@@ -165,8 +165,9 @@ AttentionPlan plan_paged_attention(const PagedAttentionParams& p, int num_thread
     if (split) {
       n = static_cast<int64_t>(std::ceil(b.cost / std::max(target, 1.0)));
       n = std::max<int64_t>(1, std::min(n, keys / kMinSplitKeys));
+      // The threads this item should get (kMinThreadSplitKeys).
       const auto share = static_cast<int64_t>(std::ceil(num_threads * b.cost / std::max(total, 1.0)));
-      n = std::max(n, std::min(share, keys / kMinThreadSplitKeys));  // the threads it should get
+      n = std::max(n, std::min(share, keys / kMinThreadSplitKeys));
     }
     if (n == 1) {
       plan.items.push_back(b);
