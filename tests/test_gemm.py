@@ -16,7 +16,7 @@ import reference as ref
 TOL = {torch.float32: 2e-5, torch.bfloat16: 1.6e-2, torch.float16: 2e-3}
 
 SHAPES = [  # N, K, group_size: K not a multiple of 64 or 256, odd N
-    (19, 96, 32), (33, 192, 64), (7, 384, 128), (64, 544, 32), (130, 1088, 64),
+    (19, 96, 32), (33, 192, 64), (7, 384, 128), (64, 544, 32), (130, 1088, 64), (37, 576, 32),
 ]
 MS = [1, 2, 3, 4, 5, 17, 64, 300]
 

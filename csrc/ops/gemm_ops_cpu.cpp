@@ -96,7 +96,7 @@ bool use_amx() {
 
 template <class Gemv, class Dequant, class Amx>
 at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t group_size,
-                       int64_t weight_row_bytes, int64_t gemv_max_m_with_amx,
+                       bool int4_weights, int64_t weight_row_bytes, int64_t gemv_max_m_with_amx,
                        const std::optional<at::Tensor>& bias_in, Gemv gemv, Dequant dequant, Amx amx) {
   auto out_sizes = x_in.sizes().vec();
   out_sizes.back() = N;
@@ -113,17 +113,21 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     // Prepared activations in a per-thread scratch kept across calls (decode calls are small
     // and frequent; four allocations each were a measurable share of a 576 x 576 layer).
     thread_local std::vector<float> scratch;
-    // x32 [M, K] | x_hi, x_lo bf16 [M, K] each (fp32 x) or x_q int16 [M, K] (16-bit x) |
+    // x32 [M, K] | x_hi, x_lo bf16 [M, K] each (fp32 x) or x_q int16 [M, x_q_stride] (16-bit x) |
     // x_qscale [M, groups] | x_sum [M, groups]
-    const int64_t floats = 2 * M * K + 2 * M * groups;
+    const bool fp32 = x.scalar_type() == at::kFloat;
+    const bool int4_order = int4_weights && group_size == 32 && !fp32;
+    const int64_t x_q_stride = int4_order ? cpu::int4_x_q_stride(K) : K;
+    const int64_t x16_floats = fp32 ? M * K : (M * x_q_stride + 1) / 2;
+    const int64_t floats = M * K + x16_floats + 2 * M * groups;
     if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
     float* x32 = scratch.data();
-    const bool fp32 = x.scalar_type() == at::kFloat;
     auto* x16 = reinterpret_cast<uint16_t*>(x32 + M * K);
-    float* x_qscale = x32 + 2 * M * K;
+    float* x_qscale = x32 + M * K + x16_floats;
     float* x_sum = x_qscale + M * groups;
-    cpu::PreparedX px{x32, fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
-                      fp32 ? nullptr : reinterpret_cast<int16_t*>(x16), x_qscale, x_sum, M, K, group_size};
+    cpu::PreparedX px{x32,    fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
+                      fp32 ? nullptr : reinterpret_cast<int16_t*>(x16),
+                      x_qscale, x_sum, M, K, group_size, x_q_stride, int4_order};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
@@ -204,7 +208,7 @@ at::Tensor int4_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
   cpu::Int4Args w{qweight.data_ptr<uint8_t>(), static_cast<const uint16_t*>(scale.data_ptr()),
                   static_cast<const uint16_t*>(min.data_ptr()), N, K, group_size};
   return linear_impl(
-      x, N, K, group_size, cpu::int4_row_bytes(K), kInt4GemvMaxMWithAmx, bias,
+      x, N, K, group_size, /*int4_weights=*/true, cpu::int4_row_bytes(K), kInt4GemvMaxMWithAmx, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int4_gemv(w, px, b, out, dt, ldo, n0, n1); },
       [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); },
@@ -233,7 +237,7 @@ at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
   cpu::Int8Args w{qweight.data_ptr<int8_t>(), static_cast<const uint16_t*>(scale.data_ptr()), N, K,
                   group_size};
   return linear_impl(
-      x, N, K, group_size, K, kInt8GemvMaxMWithAmx, bias,
+      x, N, K, group_size, /*int4_weights=*/false, K, kInt8GemvMaxMWithAmx, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int8_gemv(w, px, b, out, dt, ldo, n0, n1); },
       [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); },

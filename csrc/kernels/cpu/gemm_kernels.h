@@ -43,8 +43,11 @@ enum class DType { kF32 = 0, kBF16 = 1, kF16 = 2 };
 //   sum_k min * x_k); the AVX-512 kernels also take one of two images of x:
 //   - fp32 x: x_hi bf16 [M, K] = bf16(x), x_lo bf16 [M, K] = bf16(x - x_hi) (x_hi + x_lo holds x
 //     to ~2^-17, so bf16 dot products keep fp32-level accuracy); x_q = nullptr;
-//   - bf16 / fp16 x: x_q int16 [M, K] and x_qscale fp32 [M, K / G], x = x_q * x_qscale, the scale
-//     a power of two per group (gemv_kernels_avx512.cpp says how exact); x_hi = x_lo = nullptr.
+//   - bf16 / fp16 x: x_q int16 [M, x_q_stride] and x_qscale fp32 [M, K / G], x = x_q * x_qscale,
+//     the scale a power of two per group (gemv_kernels_avx512.cpp says how exact); x_hi = x_lo =
+//     nullptr. With x_q_int4_order (INT4 weights, G = 32) each 128-wide chunk of a row is stored
+//     in the order the INT4 kernel multiplies it in (int4_x_order in gemv_kernels_avx512.cpp),
+//     and rows are padded with zeros to x_q_stride = int4_x_q_stride(K); otherwise x_q_stride = K.
 //   The scalar twins read x32 only.
 struct PreparedX {
   float* x32;
@@ -54,7 +57,11 @@ struct PreparedX {
   float* x_qscale;
   float* x_sum;
   int64_t M, K, group_size;
+  int64_t x_q_stride;
+  bool x_q_int4_order;
 };
+constexpr int64_t kInt4QuadK = 128;  // the INT4 G = 32 kernel's chunk: 4 groups
+inline int64_t int4_x_q_stride(int64_t K) { return (K + kInt4QuadK - 1) / kInt4QuadK * kInt4QuadK; }
 // x: [M, K] rows at byte stride ldx_bytes, elements contiguous, dtype `dt`.
 void prepare_x(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p);
 
