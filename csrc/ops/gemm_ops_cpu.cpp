@@ -34,8 +34,9 @@ namespace {
 constexpr int64_t kInt4GemvMaxMWithAmx = 4;
 constexpr int64_t kInt8GemvMaxMWithAmx = 3;
 constexpr int64_t kGemvMaxM = 4;
-// Weight bytes per GEMV task (~10 us of streaming), so small layers are not split into tasks
-// dearer than their work: waking the second thread costs microseconds, more on a busy machine.
+// Weight bytes per GEMV task at M = 1 (~10 us of streaming), so small layers are not split into
+// tasks dearer than their work: waking the second thread costs microseconds, more on a busy
+// machine. Each further x row adds about as much arithmetic, so the grain shrinks with M.
 constexpr int64_t kGemvGrainBytes = int64_t{128} << 10;
 // x with at most this many elements is packed for AMX on the calling thread.
 constexpr int64_t kSerialPackElems = int64_t{64} * 4096;
@@ -100,7 +101,9 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
                        const std::optional<at::Tensor>& bias_in, Gemv gemv, Dequant dequant, Amx amx) {
   auto out_sizes = x_in.sizes().vec();
   out_sizes.back() = N;
-  at::Tensor x = x_in.reshape({-1, K});
+  // (2-D x is used as it is: a reshape and a view of the output are tensor allocations, a few
+  // hundred ns of a decode layer's call)
+  at::Tensor x = x_in.dim() == 2 ? x_in : x_in.reshape({-1, K});
   const int64_t M = x.size(0);
   if (M == 0 || N == 0) return at::zeros(out_sizes, x_in.options());
   at::Tensor bias;
@@ -131,11 +134,11 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-    const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / std::max<int64_t>(1, weight_row_bytes));
+    const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / (std::max<int64_t>(1, weight_row_bytes) * M));
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
       gemv(px, b, out.data_ptr(), dtype_of(out.scalar_type()), N, n0, n1);
     });
-    return out.view(out_sizes);
+    return x_in.dim() == 2 ? out : out.view(out_sizes);
   }
 
   if (amx_eligible) {
