@@ -128,9 +128,9 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     auto* x16 = reinterpret_cast<uint16_t*>(x32 + M * K);
     float* x_qscale = x32 + M * K + x16_floats;
     float* x_sum = x_qscale + M * groups;
-    cpu::PreparedX px{x32,    fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
-                      fp32 ? nullptr : reinterpret_cast<int16_t*>(x16),
-                      x_qscale, x_sum, M, K, group_size, x_q_stride, int4_order};
+    cpu::PreparedX px{x32, fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
+                      fp32 ? nullptr : reinterpret_cast<int16_t*>(x16), x_qscale, x_sum, M, K, group_size,
+                      x_q_stride, int4_order};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
