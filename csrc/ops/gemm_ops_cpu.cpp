@@ -25,14 +25,11 @@
 namespace pagedinfer::ops {
 namespace {
 
-// At or below this many rows of x, the GEMV kernels win: over dequantize + AMX (bf16 x; measured
-// on N = 256, K = 4096, one thread: GEMV M = 1 / 2 / 3 / 4 48 / 77 / 90 / 120 us, AMX 104-116 us
-// for any M <= 16), and over the dequantized panels + at::mm (fp32 / fp16 x, or no AMX). At
-// M = 4 from DRAM, 2 threads, the INT4 GEMV still wins on the default model's layers (0.018-0.090
-// vs 0.027-0.096 ms; 1536 x 576 0.072-0.075 vs 0.087-0.088) and is within 7 % either way at
-// 4096 x 4096; the INT8 one loses (4096 x 4096 1.41-1.55 vs 1.23-1.27 ms).
-constexpr int64_t kInt4GemvMaxMWithAmx = 4;
-constexpr int64_t kInt8GemvMaxMWithAmx = 3;
+// At or below this many rows of x, the GEMV kernels win: over dequantize + AMX (bf16 x; AMX costs
+// about the same for any M <= 16), and over the dequantized panels + at::mm (fp32 / fp16 x, or no
+// AMX). From DRAM, 2 threads, bf16 x, G = 32, GEMV vs AMX: INT4 4096 x 4096 M = 4 0.71-0.80 vs
+// ~1.0 ms, M = 6 1.21 vs 1.01 ms (so AMX from 5 rows on); INT8 M = 4 0.76-0.79 vs 0.97-0.99 ms,
+// the default model's LM head (49152 x 576) 1.54-1.69 vs 2.35-2.38 ms.
 constexpr int64_t kGemvMaxM = 4;
 // Weight bytes per GEMV task at M = 1 (~10 us of streaming), so small layers are not split into
 // tasks dearer than their work: waking the second thread costs microseconds, more on a busy
@@ -97,8 +94,8 @@ bool use_amx() {
 
 template <class Gemv, class Dequant, class Amx>
 at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t group_size,
-                       bool int4_weights, int64_t weight_row_bytes, int64_t gemv_max_m_with_amx,
-                       const std::optional<at::Tensor>& bias_in, Gemv gemv, Dequant dequant, Amx amx) {
+                       int64_t weight_row_bytes, const std::optional<at::Tensor>& bias_in, Gemv gemv,
+                       Dequant dequant, Amx amx) {
   auto out_sizes = x_in.sizes().vec();
   out_sizes.back() = N;
   // (2-D x is used as it is: a reshape and a view of the output are tensor allocations, a few
@@ -109,8 +106,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
   at::Tensor bias;
   if (bias_in.has_value() && bias_in->defined()) bias = bias_in->to(at::kFloat).contiguous();
 
-  const bool amx_eligible = x.scalar_type() == at::kBFloat16 && use_amx();
-  if (M <= (amx_eligible ? gemv_max_m_with_amx : kGemvMaxM)) {
+  if (M <= kGemvMaxM) {
     if (x.stride(1) != 1) x = x.contiguous();
     const int64_t groups = K / group_size;
     // Prepared activations in a per-thread scratch kept across calls (decode calls are small
@@ -119,8 +115,8 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     // x32 [M, K] | x_hi, x_lo bf16 [M, K] each (fp32 x) or x_q int16 [M, x_q_stride] (16-bit x) |
     // x_qscale [M, groups] | x_sum [M, groups]
     const bool fp32 = x.scalar_type() == at::kFloat;
-    const bool int4_order = int4_weights && group_size == 32 && !fp32;
-    const int64_t x_q_stride = int4_order ? cpu::int4_x_q_stride(K) : K;
+    const bool quads = group_size == 32 && !fp32;
+    const int64_t x_q_stride = quads ? cpu::quad_x_q_stride(K) : K;
     const int64_t x16_floats = fp32 ? M * K : (M * x_q_stride + 1) / 2;
     const int64_t floats = M * K + x16_floats + 2 * M * groups;
     if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
@@ -130,7 +126,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     float* x_sum = x_qscale + M * groups;
     cpu::PreparedX px{x32, fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
                       fp32 ? nullptr : reinterpret_cast<int16_t*>(x16), x_qscale, x_sum, M, K, group_size,
-                      x_q_stride, int4_order};
+                      x_q_stride, quads};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
@@ -141,7 +137,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     return x_in.dim() == 2 ? out : out.view(out_sizes);
   }
 
-  if (amx_eligible) {
+  if (x.scalar_type() == at::kBFloat16 && use_amx()) {
     // AMX: pack x once (VNNI pairs of K for 16-row blocks), then 32-row blocks of W per task.
     // The packer reads K pairs as dwords: rows must start at even elements.
     if (x.stride(1) != 1 || x.stride(0) % 2 != 0 || x.stride(0) > (int64_t{1} << 26)) x = x.contiguous();
@@ -211,7 +207,7 @@ at::Tensor int4_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
   cpu::Int4Args w{qweight.data_ptr<uint8_t>(), static_cast<const uint16_t*>(scale.data_ptr()),
                   static_cast<const uint16_t*>(min.data_ptr()), N, K, group_size};
   return linear_impl(
-      x, N, K, group_size, /*int4_weights=*/true, cpu::int4_row_bytes(K), kInt4GemvMaxMWithAmx, bias,
+      x, N, K, group_size, cpu::int4_row_bytes(K), bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int4_gemv(w, px, b, out, dt, ldo, n0, n1); },
       [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int4_dequant(w, n0, n1, dst, dt); },
@@ -240,7 +236,7 @@ at::Tensor int8_linear_cpu(const at::Tensor& x, const at::Tensor& qweight, const
   cpu::Int8Args w{qweight.data_ptr<int8_t>(), static_cast<const uint16_t*>(scale.data_ptr()), N, K,
                   group_size};
   return linear_impl(
-      x, N, K, group_size, /*int4_weights=*/false, K, kInt8GemvMaxMWithAmx, bias,
+      x, N, K, group_size, K, bias,
       [&](const cpu::PreparedX& px, const float* b, void* out, cpu::DType dt, int64_t ldo,
           int64_t n0, int64_t n1) { cpu::int8_gemv(w, px, b, out, dt, ldo, n0, n1); },
       [&](int64_t n0, int64_t n1, void* dst, cpu::DType dt) { cpu::int8_dequant(w, n0, n1, dst, dt); },

@@ -11,13 +11,14 @@
 // smaller one to 2^-16 of the largest, i.e. finer than bf16 itself resolves it. The int16 dot
 // products (vpmaddwd / vpdpwssd, 32 multiplies each) give exact int32 sums; each group's sum is
 // converted and multiplied into an fp32 accumulator by scale[n, g] * x_qscale[m, g]. With G = 32
-// a convert and an fma per group would be as many instructions as the dot products, so the INT4
-// kernel takes 128 weights (4 groups) a step, shuffled so that each int32 lane holds one group
-// (int4_quad_weights, x_q stored to match): per step and x row 4 dot products, 1 convert, 1 fma,
-// where one group at a time took 4, 4, 4. One core, L2-resident rows, 4096 wide: 11 -> 15.5 G
-// weights/s at 4 x rows, 35 -> 39 at 1 (4096 x 4096 at M = 4: 0.86-1.04 -> 1.20-1.22x
-// PyTorch's INT4). G = 64 and 128 sum whole groups in int32 instead. The min term is
-// sum_g min[n, g] * x_sum[m, g], 16 groups per fma. INT8 is the same with a sign-extending widen.
+// a convert and an fma per group would be as many instructions as the dot products, so the
+// kernels take 128 weights (4 groups) a step, reordered so that each int32 lane holds one group
+// (the quad order: to_quad_order; x_q is stored in it): per step and x row 4 dot products, 1
+// convert, 1 fma, where one group at a time took 4, 4, 4. INT4, one core, L2-resident rows, 4096
+// wide: 11 -> 15.5 G weights/s at 4 x rows, 35 -> 39 at 1; from DRAM, 4096 x 4096 at M = 4
+// 0.86-1.04 -> 1.20-1.39x PyTorch's INT4 op; INT8 at M = 3 0.93-1.00 -> 0.72-0.85 ms.
+// G = 64 and 128 sum whole groups in int32 instead. The min term is sum_g min[n, g] *
+// x_sum[m, g], 16 groups per fma. INT8 weights are widened with sign extension.
 //
 // fp32 activations keep fp32-level accuracy: x is split into bf16 x_hi + x_lo (x_hi + x_lo holds
 // x to ~2^-17) and the nibbles become exact bf16 through vpermw on a 32-entry table, multiplied
@@ -116,13 +117,11 @@ inline void quantize_group(const float* x32, int64_t G, int16_t* xq, float* qsca
   *qscale = std::ldexp(1.0f, -e);
 }
 
-// Reorders one 128-wide chunk of an x_q row (groups a, b, c, d of 32) into the order the INT4
-// G = 32 kernel multiplies it in (int4_rows_q16): four runs of 32 words, run s holding elements
-// 8s ... 8s + 7 of each group, as dword lanes 4L + grp = (element 8s + 2L, 8s + 2L + 1) of group
-// grp, for L = 0 ... 3 and grp = a, b, c, d.
-inline void int4_x_order(int16_t* chunk) {
-  const __m512i a = _mm512_loadu_si512(chunk), b = _mm512_loadu_si512(chunk + 32);
-  const __m512i c = _mm512_loadu_si512(chunk + 64), d = _mm512_loadu_si512(chunk + 96);
+// The quad order of a 128-wide chunk (groups a, b, c, d of 32 words, one per vector) that the G = 32
+// kernels multiply in: four runs of 32 words, run s holding elements 8s ... 8s + 7 of each group,
+// as dword lanes 4L + grp = (element 8s + 2L, 8s + 2L + 1) of group grp, for L = 0 ... 3 and
+// grp = a, b, c, d. So every int32 lane of a dot product of two runs sums one group.
+inline void to_quad_order(__m512i a, __m512i b, __m512i c, __m512i d, __m512i* runs) {
   // word w of run 0 comes from element 2L + e (L = w / 8, e = w % 2) of group (w / 2) % 4; the
   // index's bit 5 picks the second source (b of a, b; d of c, d)
   static constexpr auto kIndex = [] {
@@ -132,21 +131,42 @@ inline void int4_x_order(int16_t* chunk) {
   }();
   constexpr __mmask32 from_cd = 0xF0F0F0F0;  // words of dword lanes 4L + 2, 4L + 3 (groups c, d)
   const __m512i idx0 = _mm512_loadu_si512(kIndex.data());
+#pragma GCC unroll 4
   for (int run = 0; run < 4; ++run) {
     const __m512i idx = _mm512_add_epi16(idx0, _mm512_set1_epi16(static_cast<int16_t>(8 * run)));
-    const __m512i ab = _mm512_permutex2var_epi16(a, idx, b), cd = _mm512_permutex2var_epi16(c, idx, d);
-    _mm512_storeu_si512(chunk + 32 * run, _mm512_mask_blend_epi16(from_cd, ab, cd));
+    runs[run] = _mm512_mask_blend_epi16(from_cd, _mm512_permutex2var_epi16(a, idx, b),
+                                        _mm512_permutex2var_epi16(c, idx, d));
   }
 }
 
-// The 128 weights of one G = 32 step of a row (two 32-byte chunks: groups a, b, then c, d) as
-// four word vectors in int4_x_order's order: run s holds weights 8s ... 8s + 7 of each group,
-// dword lane 4L + grp = weights (8s + 2L, 8s + 2L + 1) of group grp. The high-nibble groups b, d
+// One 128-wide chunk of an x_q row, in place, into the quad order.
+inline void x_quad_order(int16_t* chunk) {
+  __m512i runs[4];
+  to_quad_order(_mm512_loadu_si512(chunk), _mm512_loadu_si512(chunk + 32), _mm512_loadu_si512(chunk + 64),
+                _mm512_loadu_si512(chunk + 96), runs);
+  for (int run = 0; run < 4; ++run) _mm512_storeu_si512(chunk + 32 * run, runs[run]);
+}
+
+// The 128 INT8 weights of one G = 32 step of a row (valid of them inside the row, a multiple of
+// 32; the rest zero) sign-extended, in the quad order: 4 widens, 8 word permutes, 4 blends.
+inline void int8_quad_weights(const int8_t* step, int64_t valid, __m512i* wq) {
+  __m512i g[4];
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i)
+    g[i] = 32 * i < valid ? _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(step + 32 * i)))
+                          : _mm512_setzero_si512();
+  to_quad_order(g[0], g[1], g[2], g[3], wq);
+}
+
+// The 128 INT4 weights of one G = 32 step of a row (two 32-byte chunks: groups a, b, then c, d)
+// as four word vectors in the quad order (to_quad_order), built by byte shuffles of the packed
+// nibbles rather than word permutes. The high-nibble groups b, d
 // are masked, not shifted, so they come out 16 times too large; row_factors divides the factors
 // of odd groups by 16. Without the second chunk (has_cd false: the row ends) c and d are zero.
 // Each run: a 16-byte broadcast load of either chunk, one qword interleave, one byte shuffle
 // (in 128-bit lanes, so the pieces are broadcast first) and one and.
-__attribute__((always_inline)) inline void int4_quad_weights(const uint8_t* chunks, bool has_cd, __m512i* wq) {
+__attribute__((always_inline)) inline void int4_quad_weights(const uint8_t* chunks, bool has_cd,
+                                                             __m512i* wq) {
   static constexpr auto kShuffle = [] {  // byte p of lane L: word p / 2 = (dword grp, element e)
     std::array<int8_t, 64> shuffle{};
     for (int L = 0; L < 4; ++L)
@@ -241,6 +261,31 @@ __attribute__((always_inline)) inline void add_pairs(const __m512* acc, __m512* 
   for (int i = 0; i < N; ++i) lanes[i] = _mm512_add_ps(acc[2 * i], acc[2 * i + 1]);
 }
 
+// One G = 32 step at k of the NR weight rows wq (quad order) against x rows xq, xq + stride, ...:
+// per x row 4 int16 dot products, 1 convert, 1 fma by the 4 groups' factors f[j ... j + 3].
+template <int MB, int NR>
+__attribute__((always_inline)) inline void quad_step(const __m512i (*wq)[4], const int16_t* xq,
+                                                     int64_t stride, int64_t k, const float* f,
+                                                     int64_t gpad, __m512* acc) {
+  const int64_t j = k / 32;
+#pragma GCC unroll 4
+  for (int m = 0; m < MB; ++m) {
+    const int16_t* xm = xq + m * stride + k;
+    const __m512i x0 = _mm512_loadu_si512(xm), x1 = _mm512_loadu_si512(xm + 32);
+    const __m512i x2 = _mm512_loadu_si512(xm + 64), x3 = _mm512_loadu_si512(xm + 96);
+#pragma GCC unroll 4
+    for (int r = 0; r < NR; ++r) {
+      __m512i ia = _mm512_madd_epi16(wq[r][0], x0);
+      ia = _mm512_dpwssd_epi32(ia, wq[r][1], x1);
+      ia = _mm512_dpwssd_epi32(ia, wq[r][2], x2);
+      ia = _mm512_dpwssd_epi32(ia, wq[r][3], x3);
+      __m512& a = acc[(r * MB + m) * 2];
+      a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), _mm512_broadcast_f32x4(_mm_load_ps(f + (r * MB + m) * gpad + j)),
+                          a);
+    }
+  }
+}
+
 // The lanes of lanes[r * MB + m] sum to sum_k w[n + r, k] * x[m0 + m, k] (scale and min
 // applied).
 // f: 64-byte aligned scratch of 2 * MB * gpad floats.
@@ -259,30 +304,14 @@ void int4_rows_q16(const Int4Args& w, const PreparedX& x, int64_t m0, int64_t n,
   for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
   row_factors<MB, NR, G == 32>(w.scale, w.min, x, m0, n, groups, gpad, f, acc);
   if constexpr (G == 32) {  // 128 weights a step, 4 groups of 32: see the comment above
-    for (int64_t k = 0; k < K; k += kInt4QuadK) {
+    for (int64_t k = 0; k < K; k += kQuadK) {
       prefetch_streams<NR>(q, rb, k / 2);
       prefetch_streams<NR>(q, rb, k / 2 + 32);
       const bool has_cd = K - k > 64;  // a row's last chunk of 64 may end it
       __m512i wq[NR][4];
 #pragma GCC unroll 4
       for (int r = 0; r < NR; ++r) int4_quad_weights(q[r] + k / 2, has_cd, wq[r]);
-      const int64_t j = k / 32;
-#pragma GCC unroll 4
-      for (int m = 0; m < MB; ++m) {
-        const int16_t* xm = xq + m * x.x_q_stride + k;
-        const __m512i x0 = _mm512_loadu_si512(xm), x1 = _mm512_loadu_si512(xm + 32);
-        const __m512i x2 = _mm512_loadu_si512(xm + 64), x3 = _mm512_loadu_si512(xm + 96);
-#pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) {
-          __m512i ia = _mm512_madd_epi16(wq[r][0], x0);
-          ia = _mm512_dpwssd_epi32(ia, wq[r][1], x1);
-          ia = _mm512_dpwssd_epi32(ia, wq[r][2], x2);
-          ia = _mm512_dpwssd_epi32(ia, wq[r][3], x3);
-          __m512& a = acc[(r * MB + m) * 2];
-          a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia),
-                              _mm512_broadcast_f32x4(_mm_load_ps(f + (r * MB + m) * gpad + j)), a);
-        }
-      }
+      quad_step<MB, NR>(wq, xq, x.x_q_stride, k, f, gpad, acc);
     }
   } else {  // G = 64 or 128 (K % 64 == 0): int32 sums over the group, exact (< 15 * 2^15 * 8 < 2^24)
     const __m512i low4 = _mm512_set1_epi16(0x0F);
@@ -328,6 +357,18 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
 #pragma GCC unroll 16
   for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
   row_factors<MB, NR>(w.scale, nullptr, x, m0, n, groups, gpad, f, acc);
+  if (G == 32 && x.x_q_quads) {  // as the INT4 kernel: one convert and fma per 4 groups
+    for (int64_t k = 0; k < K; k += kQuadK) {
+#pragma GCC unroll 4
+      for (int64_t o = 0; o < kQuadK; o += 32) prefetch_streams<NR>(q, K, k + o);
+      __m512i wq[NR][4];
+#pragma GCC unroll 4
+      for (int r = 0; r < NR; ++r) int8_quad_weights(q[r] + k, K - k, wq[r]);
+      quad_step<MB, NR>(wq, xq, x.x_q_stride, k, f, gpad, acc);
+    }
+    add_pairs<NR * MB>(acc, lanes);
+    return;
+  }
   for (int64_t g = 0; g < groups; ++g) {
     // |sum| <= 2^7 * 2^15 * G / 16 <= 2^25: exact in int32, rounded once by the convert
     __m512i ia[NR * MB];
@@ -607,10 +648,10 @@ void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) 
       if (p.x_q != nullptr)
         quantize_group(x32 + g * G, G, p.x_q + m * p.x_q_stride + g * G, p.x_qscale + m * groups + g);
     }
-    if (p.x_q_int4_order) {
+    if (p.x_q_quads) {
       int16_t* xq = p.x_q + m * p.x_q_stride;
       std::fill(xq + p.K, xq + p.x_q_stride, int16_t{0});
-      for (int64_t k = 0; k < p.K; k += kInt4QuadK) int4_x_order(xq + k);
+      for (int64_t k = 0; k < p.K; k += kQuadK) x_quad_order(xq + k);
     }
   }
 }
