@@ -99,13 +99,13 @@ void store_tiles(const float* cbuf, bool two, int64_t mb, int64_t M, int64_t n0,
 // Up to 32 rows of x: the C tiles stay in registers across K, so W is dequantized in K blocks
 // whose 32 rows (32 x 256 bf16 = 16 KiB) stay in L1, next to the x tiles, until read.
 constexpr int64_t kKBlock = 256;
-// More rows: x is taken in chunks of about kChunkBytes (at least kMinChunkRows rows), each W
-// block being dequantized once per chunk. One pass over all of x per W block streamed x from
-// L3 once it outgrew L2: 3072 x 576 at M = 2048 took 2.6x dense bf16's time (5.5-5.9 vs 2.0
-// ms), at M = 512 1.1x; in chunks 3.2-3.3 ms (1 MiB chunks 3.5-3.6), and the default model's
-// 64-request run 1,143-1,187 vs 1,095-1,103 tok/s (its prefill is 2,048-token steps). Each
-// further chunk costs a dequantization of W (~25 / rows of the tile work).
-constexpr int64_t kChunkBytes = int64_t{512} << 10;
+// More rows: x is taken in equal chunks of at most kChunkBytes (at least kMinChunkRows rows),
+// each W block being dequantized once per chunk. One pass over all of x per W block streamed x
+// from L3 once it outgrew L2: 3072 x 576 at M = 2048 took 2.6x dense bf16's time (5.5-5.9 vs
+// 2.0 ms), at M = 512 1.1x; in chunks 3.2-4.8 ms (from run to run, with any chunk size from 256
+// to 768 KiB), 576 x 1536 2.1-2.3 vs 2.9-3.9 ms. Each further chunk costs a dequantization of W
+// (~25 / rows of the tile work): M = 512 split 448 + 64 was 8-15 % slower than whole.
+constexpr int64_t kChunkBytes = int64_t{768} << 10;
 constexpr int64_t kMinChunkRows = 256;
 
 template <class Dequant>
@@ -147,8 +147,9 @@ void gemm_amx(Dequant dequant, int64_t K, const uint16_t* x_vnni, int64_t M, con
   }
   // Many rows of x: x in chunks that stay in L2 (kChunkBytes), and within a chunk each [32, K]
   // block of W dequantized once (L2) and run on every x block of the chunk.
-  const int64_t chunk_blocks =
-      std::max<int64_t>(kMinChunkRows, kChunkBytes / (K * 2)) / 32 * 2;  // even: x blocks in pairs
+  const int64_t chunks = (M * K * 2 + kChunkBytes - 1) / kChunkBytes;
+  int64_t chunk_blocks = std::max((mblocks + chunks - 1) / chunks, kMinChunkRows / 16);
+  chunk_blocks += chunk_blocks % 2;  // even: x blocks go in pairs
   for (int64_t mc = 0; mc < mblocks; mc += chunk_blocks) {
     const int64_t mc_end = std::min(mblocks, mc + chunk_blocks);
     for (int64_t n0 = n_begin; n0 < n_end; n0 += 32) {
