@@ -65,6 +65,17 @@ def test_linear_matches_reference(isa, kind, dtype, n, k, g):
 
 
 @pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_linear_many_rows_in_chunks(kind):
+    """bf16 x larger than the AMX GEMM's x chunk (768 KiB): 300 rows of K = 2,048 go as 256 + 44,
+    each chunk against every block of W."""
+    n, k, g = 45, 2048, 32
+    w = make(kind, n, k, g)
+    x = torch.randn(300, k).to(torch.bfloat16)
+    bias = torch.randn(n)
+    check_close(run(kind, x, w, bias), reference(kind, x, w, bias), torch.bfloat16)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("m", [1, 3, 40])
 def test_linear_3d_and_noncontiguous(kind, dtype, m):
