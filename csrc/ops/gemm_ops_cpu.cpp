@@ -130,7 +130,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-    const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / (std::max<int64_t>(1, weight_row_bytes) * M));
+    const int64_t grain = std::max<int64_t>(2, kGemvGrainBytes / std::max<int64_t>(1, weight_row_bytes * M));
     at::parallel_for(0, N, grain, [&](int64_t n0, int64_t n1) {
       gemv(px, b, out.data_ptr(), dtype_of(out.scalar_type()), N, n0, n1);
     });

@@ -117,10 +117,10 @@ inline void quantize_group(const float* x32, int64_t G, int16_t* xq, float* qsca
   *qscale = std::ldexp(1.0f, -e);
 }
 
-// The quad order of a 128-wide chunk (groups a, b, c, d of 32 words, one per vector) that the G = 32
-// kernels multiply in: four runs of 32 words, run s holding elements 8s ... 8s + 7 of each group,
-// as dword lanes 4L + grp = (element 8s + 2L, 8s + 2L + 1) of group grp, for L = 0 ... 3 and
-// grp = a, b, c, d. So every int32 lane of a dot product of two runs sums one group.
+// The quad order of a 128-wide chunk (groups a, b, c, d of 32 words, one per vector) that the
+// G = 32 kernels multiply in: four runs of 32 words, run s holding elements 8s ... 8s + 7 of each
+// group, as dword lanes 4L + grp = (element 8s + 2L, 8s + 2L + 1) of group grp, for L = 0 ... 3
+// and grp = a, b, c, d. So every int32 lane of a dot product of two runs sums one group.
 inline void to_quad_order(__m512i a, __m512i b, __m512i c, __m512i d, __m512i* runs) {
   // word w of run 0 comes from element 2L + e (L = w / 8, e = w % 2) of group (w / 2) % 4; the
   // index's bit 5 picks the second source (b of a, b; d of c, d)
@@ -160,9 +160,9 @@ inline void int8_quad_weights(const int8_t* step, int64_t valid, __m512i* wq) {
 
 // The 128 INT4 weights of one G = 32 step of a row (two 32-byte chunks: groups a, b, then c, d)
 // as four word vectors in the quad order (to_quad_order), built by byte shuffles of the packed
-// nibbles rather than word permutes. The high-nibble groups b, d
-// are masked, not shifted, so they come out 16 times too large; row_factors divides the factors
-// of odd groups by 16. Without the second chunk (has_cd false: the row ends) c and d are zero.
+// nibbles rather than word permutes. The high-nibble groups b, d are masked, not shifted, so they
+// come out 16 times too large; row_factors divides the factors of odd groups by 16. Without the
+// second chunk (has_cd false: the row ends) c and d are zero.
 // Each run: a 16-byte broadcast load of either chunk, one qword interleave, one byte shuffle
 // (in 128-bit lanes, so the pieces are broadcast first) and one and.
 __attribute__((always_inline)) inline void int4_quad_weights(const uint8_t* chunks, bool has_cd,
@@ -180,9 +180,9 @@ __attribute__((always_inline)) inline void int4_quad_weights(const uint8_t* chun
   const __m512i nibbles = _mm512_set1_epi64(0x00F000F0000F000FLL);  // dwords: low, high, low, high
 #pragma GCC unroll 2
   for (int h = 0; h < 2; ++h) {  // runs 2h (qword 0 of each 16 bytes) and 2h + 1 (qword 1)
-    const __m512i ab = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(chunks + 16 * h)));
-    const __m512i cd = has_cd ? _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i*)(chunks + 32 + 16 * h)))
-                              : _mm512_setzero_si512();
+    const __m128i* piece = reinterpret_cast<const __m128i*>(chunks + 16 * h);
+    const __m512i ab = _mm512_broadcast_i32x4(_mm_loadu_si128(piece));
+    const __m512i cd = has_cd ? _mm512_broadcast_i32x4(_mm_loadu_si128(piece + 2)) : _mm512_setzero_si512();
     wq[2 * h] = _mm512_and_si512(_mm512_shuffle_epi8(_mm512_unpacklo_epi64(ab, cd), shuffle), nibbles);
     wq[2 * h + 1] = _mm512_and_si512(_mm512_shuffle_epi8(_mm512_unpackhi_epi64(ab, cd), shuffle), nibbles);
   }
@@ -279,9 +279,9 @@ __attribute__((always_inline)) inline void quad_step(const __m512i (*wq)[4], con
       ia = _mm512_dpwssd_epi32(ia, wq[r][1], x1);
       ia = _mm512_dpwssd_epi32(ia, wq[r][2], x2);
       ia = _mm512_dpwssd_epi32(ia, wq[r][3], x3);
+      const __m512 factors = _mm512_broadcast_f32x4(_mm_load_ps(f + (r * MB + m) * gpad + j));
       __m512& a = acc[(r * MB + m) * 2];
-      a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), _mm512_broadcast_f32x4(_mm_load_ps(f + (r * MB + m) * gpad + j)),
-                          a);
+      a = _mm512_fmadd_ps(_mm512_cvtepi32_ps(ia), factors, a);
     }
   }
 }
