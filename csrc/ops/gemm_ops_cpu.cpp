@@ -115,8 +115,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     // x32 [M, K] | x_hi, x_lo bf16 [M, K] each (fp32 x) or x_q int16 [M, x_q_stride] (16-bit x) |
     // x_qscale [M, groups] | x_sum [M, groups]
     const bool fp32 = x.scalar_type() == at::kFloat;
-    const bool quads = group_size == 32 && !fp32;
-    const int64_t x_q_stride = quads ? cpu::quad_x_q_stride(K) : K;
+    const int64_t x_q_stride = cpu::x_q_stride_for(K, group_size);
     const int64_t x16_floats = fp32 ? M * K : (M * x_q_stride + 1) / 2;
     const int64_t floats = M * K + x16_floats + 2 * M * groups;
     if (static_cast<int64_t>(scratch.size()) < floats) scratch.resize(floats);
@@ -126,7 +125,7 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     float* x_sum = x_qscale + M * groups;
     cpu::PreparedX px{x32, fp32 ? x16 : nullptr, fp32 ? x16 + M * K : nullptr,
                       fp32 ? nullptr : reinterpret_cast<int16_t*>(x16), x_qscale, x_sum, M, K, group_size,
-                      x_q_stride, quads};
+                      x_q_stride};
     cpu::prepare_x(x.data_ptr(), dtype_of(x.scalar_type()), x.stride(0) * x.element_size(), px);
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;

@@ -45,9 +45,9 @@ enum class DType { kF32 = 0, kBF16 = 1, kF16 = 2 };
 //     to ~2^-17, so bf16 dot products keep fp32-level accuracy); x_q = nullptr;
 //   - bf16 / fp16 x: x_q int16 [M, x_q_stride] and x_qscale fp32 [M, K / G], x = x_q * x_qscale,
 //     the scale a power of two per group (gemv_kernels_avx512.cpp says how exact); x_hi = x_lo =
-//     nullptr. With x_q_quads (G = 32) each 128-wide chunk of a row is stored in the order the
-//     G = 32 kernels multiply it in (to_quad_order in gemv_kernels_avx512.cpp), and rows are
-//     padded with zeros to x_q_stride = quad_x_q_stride(K); otherwise x_q_stride = K.
+//     nullptr. x_q_stride = x_q_stride_for(K, G). With G = 32 each 128-wide chunk of a row is
+//     stored in the order the G = 32 kernels multiply it in (to_quad_order in
+//     gemv_kernels_avx512.cpp), and rows are padded with zeros to a multiple of 128.
 //   The scalar twins read x32 only.
 struct PreparedX {
   float* x32;
@@ -58,10 +58,11 @@ struct PreparedX {
   float* x_sum;
   int64_t M, K, group_size;
   int64_t x_q_stride;
-  bool x_q_quads;
 };
 constexpr int64_t kQuadK = 128;  // the G = 32 kernels' step: 4 groups
-inline int64_t quad_x_q_stride(int64_t K) { return (K + kQuadK - 1) / kQuadK * kQuadK; }
+inline int64_t x_q_stride_for(int64_t K, int64_t G) {
+  return G == 32 ? (K + kQuadK - 1) / kQuadK * kQuadK : K;
+}
 // x: [M, K] rows at byte stride ldx_bytes, elements contiguous, dtype `dt`.
 void prepare_x(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p);
 

@@ -357,7 +357,7 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
 #pragma GCC unroll 16
   for (int i = 0; i < NR * MB * 2; ++i) acc[i] = _mm512_setzero_ps();
   row_factors<MB, NR>(w.scale, nullptr, x, m0, n, groups, gpad, f, acc);
-  if (G == 32 && x.x_q_quads) {  // as the INT4 kernel: one convert and fma per 4 groups
+  if constexpr (G == 32) {  // as the INT4 kernel: one convert and fma per 4 groups
     for (int64_t k = 0; k < K; k += kQuadK) {
 #pragma GCC unroll 4
       for (int64_t o = 0; o < kQuadK; o += 32) prefetch_streams<NR>(q, K, k + o);
@@ -366,28 +366,27 @@ void int8_rows_q16(const Int8Args& w, const PreparedX& x, int64_t m0, int64_t n,
       for (int r = 0; r < NR; ++r) int8_quad_weights(q[r] + k, K - k, wq[r]);
       quad_step<MB, NR>(wq, xq, x.x_q_stride, k, f, gpad, acc);
     }
-    add_pairs<NR * MB>(acc, lanes);
-    return;
-  }
-  for (int64_t g = 0; g < groups; ++g) {
-    // |sum| <= 2^7 * 2^15 * G / 16 <= 2^25: exact in int32, rounded once by the convert
-    __m512i ia[NR * MB];
+  } else {
+    for (int64_t g = 0; g < groups; ++g) {
+      // |sum| <= 2^7 * 2^15 * G / 16 <= 2^25: exact in int32, rounded once by the convert
+      __m512i ia[NR * MB];
 #pragma GCC unroll 16
-    for (int i = 0; i < NR * MB; ++i) ia[i] = _mm512_setzero_si512();
+      for (int i = 0; i < NR * MB; ++i) ia[i] = _mm512_setzero_si512();
 #pragma GCC unroll 4
-    for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
-      prefetch_streams<NR>(q, K, k);
-      __m512i wv[NR];
+      for (int64_t k = g * G; k < (g + 1) * G; k += 32) {
+        prefetch_streams<NR>(q, K, k);
+        __m512i wv[NR];
 #pragma GCC unroll 4
-      for (int r = 0; r < NR; ++r) wv[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + k)));
+        for (int r = 0; r < NR; ++r) wv[r] = _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i*)(q[r] + k)));
 #pragma GCC unroll 4
-      for (int m = 0; m < MB; ++m) {
-        const __m512i xa = _mm512_loadu_si512(xq + m * x.x_q_stride + k);
+        for (int m = 0; m < MB; ++m) {
+          const __m512i xa = _mm512_loadu_si512(xq + m * x.x_q_stride + k);
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; ++r) ia[r * MB + m] = _mm512_dpwssd_epi32(ia[r * MB + m], wv[r], xa);
+          for (int r = 0; r < NR; ++r) ia[r * MB + m] = _mm512_dpwssd_epi32(ia[r * MB + m], wv[r], xa);
+        }
       }
+      add_group<NR * MB>(ia, f, gpad, g, acc);
     }
-    add_group<NR * MB>(ia, f, gpad, g, acc);
   }
   add_pairs<NR * MB>(acc, lanes);
 }
@@ -648,7 +647,7 @@ void prepare_x_avx512(const void* x, DType dt, int64_t ldx_bytes, PreparedX& p) 
       if (p.x_q != nullptr)
         quantize_group(x32 + g * G, G, p.x_q + m * p.x_q_stride + g * G, p.x_qscale + m * groups + g);
     }
-    if (p.x_q_quads) {
+    if (p.x_q != nullptr && G == 32) {  // the quad order (PreparedX)
       int16_t* xq = p.x_q + m * p.x_q_stride;
       std::fill(xq + p.K, xq + p.x_q_stride, int16_t{0});
       for (int64_t k = 0; k < p.K; k += kQuadK) x_quad_order(xq + k);
