@@ -1,5 +1,5 @@
 // AMX-BF16 decode kernel: one chunk of up to kKeyChunk keys for all the KV heads of a decode
-// item (4 to kDecodeRows query rows per KV head: decode with GQA groups of 4 or more, short
+// item (3 to kDecodeRows query rows per KV head: decode with GQA groups of 3 or more, short
 // verification; use_amx_decode). Compiled with AVX-512 and AMX flags; entered only when
 // amx_ready().
 //
@@ -38,6 +38,7 @@ namespace {
 
 constexpr int kGroups = kKeyChunk / 16;
 constexpr float kLazyMax = 5.5452f;  // ln 256
+constexpr int64_t kPrefetchMaxBytes = 64 * 1024;
 
 // Scores phase: tiles 0-3 = C_s of groups 0-3 [16 keys][R], 4 and 5 = A_k, 6 = B_q.
 void load_scores_tile_config(int R) {
@@ -131,12 +132,20 @@ inline void softmax_row(const BlockRows& br, const float* St, int R, int r, int6
 
 // Qp: per KV head gi, [D / 2][rows_pad] query pairs at Qp + gi * rows_pad * D / 2; m, l at
 // gi * rows_pad; O rows [rows_pad][D] at gi * rows_pad * D (even / odd chunk order).
-// No software prefetch: the hardware prefetchers follow the 16-row tile loads inside a block,
-// and prefetching the next chunk measured 5-10 % slower (fill buffers taken from the demand
-// loads).
+// next: the next chunk's rows (prefetched when small, see below).
 void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t* Qp,
                       const uint16_t* const* krow, const uint16_t* const* vrow, int64_t hoff0,
-                      int64_t k0, int n, float* m, float* l, float* O) {
+                      int64_t k0, int n, float* m, float* l, float* O,
+                      const NextRows<uint16_t>& next) {
+  // The next chunk's rows are prefetched, spread over this chunk's work, only when the two
+  // chunks fit in L1 together (D = 64 with 3 KV heads: 48 KiB a chunk); measured there, 64
+  // sequences x 176 keys from DRAM: 514-540 vs 574-644 us. A chunk of D = 128 with 8 KV heads
+  // (256 KiB) would evict the current one: 15 % slower; the hardware prefetchers follow its
+  // 2 KiB cache rows.
+  const NextRows<uint16_t> none{nullptr, nullptr, 0, 0, 0};
+  PrefetchCursor pf{2 * next.n * next.bytes <= kPrefetchMaxBytes ? &next : &none};
+  const int pf_steps = 2 * kvn * ((n + 15) / 16);
+  const int pf_keys = (pf.next->n + pf_steps - 1) / pf_steps;
   const int D = br.D, R = br.rows;
   const int ng = (n + 15) / 16;
   const int nc = D / 32;
@@ -171,6 +180,7 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
     if (ng > 3) _tile_zero(3);
     for (int c = 0; c < nc; ++c) {
       _tile_loadd(6, q + static_cast<int64_t>(16 * c) * rows_pad, rows_pad * 4);
+      if (c == 0) for (int g = 0; g < ng; ++g) pf.step(pf_keys);
       PI_K_TILE(4, 0, c);
       _tile_dpbf16ps(0, 4, 6);
       if (ng > 1) { PI_K_TILE(5, 1, c); _tile_dpbf16ps(1, 5, 6); }
@@ -211,6 +221,7 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
         _tile_loadd(3, o + 32 * c + 48, D * 4);
       }
       for (int g = 0; g < ng; ++g) {
+        if (c == 0) pf.step(pf_keys);
         _tile_loadd(6, pe + g * R * 16, 64);
         _tile_loadd(7, po + g * R * 16, 64);
         PI_V_TILE(4, g, c);
@@ -231,6 +242,7 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
     }
     if (gi + 1 < kvn) softmax_head(gi + 1);
   }
+  pf.step(pf.next->n);
 #undef PI_K_TILE
 #undef PI_V_TILE
 }

@@ -159,7 +159,8 @@ void amx_tile_chunk(const BlockRows& br, int rows_pad, const uint32_t* Qp, const
 // (attention_decode_amx.cpp); layouts in that file.
 void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t* Qp,
                       const uint16_t* const* krow, const uint16_t* const* vrow, int64_t hoff0,
-                      int64_t k0, int n, float* m, float* l, float* O);
+                      int64_t k0, int n, float* m, float* l, float* O,
+                      const NextRows<uint16_t>& next);
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
               float* lse);
 }

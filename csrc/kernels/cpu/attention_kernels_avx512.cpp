@@ -128,13 +128,15 @@ bool fast_path_ok(int D) { return std::is_same_v<T, bf16_t> && D % 32 == 0 && D 
 
 
 // Items of more than kDecodeRows rows per KV head run on the AMX tile kernel when allowed and
-// available, else on the vdpbf16ps tile kernel. Decode items of 4 to kDecodeRows rows run on
+// available, else on the vdpbf16ps tile kernel. Decode items of 3 to kDecodeRows rows run on
 // their own AMX kernel (attention_decode_amx.cpp), else on the vdpbf16ps decode kernel
 // (attention_decode_avx512.h): a tile product costs the same for 1 row as for 16, the vdpbf16ps
 // kernel's work shrinks with the rows. Measured, 32 sequences x 1,024 keys from DRAM, AMX vs
 // vdpbf16ps: 8.5-9.2 vs 10.7-11.7 ms at 4 rows, D = 128; 5.6 vs 6.0-6.4 ms at 4 rows, D = 64;
-// even at 3 rows, D = 128; 2.4 vs 2.0 ms at 3 rows, D = 64 (the default model).
-constexpr int kAmxDecodeMinRows = 4;
+// 6.3 vs 7.8-8.1 ms at 3 rows, D = 128. At 3 rows, D = 64 (the default model) AMX was slower
+// (2.4 vs 2.0 ms) until its next-chunk prefetch: now even there (1.36-1.54 vs 1.37-1.41 ms), and
+// 64 sequences x 176 keys (the 64-request benchmark) 514-540 vs 574-579 us.
+constexpr int kAmxDecodeMinRows = 3;
 inline bool use_decode(const BlockRows& br) { return br.rows <= kDecodeRows; }
 inline bool use_amx(const BlockRows& br) { return !use_decode(br) && br.allow_amx && amx_ready(); }
 inline bool use_amx_decode(const BlockRows& br) {
@@ -277,7 +279,11 @@ bool fast_chunk_heads(const BlockRows& br, int kvn, int rows_pad, const float* Q
         amx_decode_chunk(br, cnt, rows_pad, reinterpret_cast<const uint32_t*>(Qp_f + so * D / 2),
                          reinterpret_cast<const uint16_t* const*>(krow),
                          reinterpret_cast<const uint16_t* const*>(vrow),
-                         hoff0 + static_cast<int64_t>(h0) * D, k0, n, m + so, l + so, O + so * D);
+                         hoff0 + static_cast<int64_t>(h0) * D, k0, n, m + so, l + so, O + so * D,
+                         NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
+                                            reinterpret_cast<const uint16_t* const*>(next.v),
+                                            next.n, next.hoff + static_cast<int64_t>(h0) * D,
+                                            static_cast<int64_t>(cnt) * D * 2});
         continue;
       }
       decode_chunk_heads(br, cnt, rows_pad, reinterpret_cast<const uint16_t*>(Qp_f + so * D / 2),
