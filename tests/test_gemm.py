@@ -1,5 +1,5 @@
-"""int4_linear / int8_linear against tests/reference.py, on every ISA twin and both strategies
-(GEMV for small M, dequantized panels for large M)."""
+"""int4_linear / int8_linear against tests/reference.py, on every ISA twin and every strategy
+(GEMV for small M, AMX tiles, dequantized W + at::mm for many rows or without AMX)."""
 from __future__ import annotations
 
 import pytest
@@ -73,6 +73,22 @@ def test_linear_many_rows_in_chunks(kind):
     x = torch.randn(300, k).to(torch.bfloat16)
     bias = torch.randn(n)
     check_close(run(kind, x, w, bias), reference(kind, x, w, bias), torch.bfloat16)
+
+
+@pytest.mark.parametrize("kind", ["int4", "int8"])
+def test_linear_prefill_rows_dense_path(kind):
+    """From 1,024 rows of bf16 x, W is dequantized to bf16 in panels of at most 16 MiB, each
+    multiplied by at::mm: 2,100 x 4,096 goes as 2,048 + 52 rows of W. Strided x, with and
+    without a bias; a small W in one panel."""
+    n, k, g = 2100, 4096, 64
+    w = make(kind, n, k, g)
+    x = torch.randn(1030, 2 * k).to(torch.bfloat16)[:, ::2]
+    bias = torch.randn(n)
+    check_close(run(kind, x, w, bias), reference(kind, x, w, bias), torch.bfloat16)
+    n, k, g = 45, 320, 32
+    w = make(kind, n, k, g)
+    x = torch.randn(1024, k).to(torch.bfloat16)
+    check_close(run(kind, x, w), reference(kind, x, w), torch.bfloat16)
 
 
 @pytest.mark.parametrize("kind", ["int4", "int8"])
