@@ -106,6 +106,27 @@ def _case(ctx: BenchContext, rows: list[Row], n: int, k: int, ms: list[int], den
             del f32copies
 
 
+def _prefill_case(ctx: BenchContext, rows: list[Row], n: int, k: int, m: int) -> None:
+    """Prefill-sized x (the default model's 2,048-token steps): compute-bound, so W is small next
+    to the work and is not rotated. From 1,024 rows the ops dequantize W to bf16 once and run
+    at::mm; held against that at::mm on a resident bf16 weight (dense bf16: the ceiling of that
+    path). torch's int4 op is left out: it takes ~0.2 ms per row of x here."""
+    w = torch.randn(n, k) * 0.02
+    w4, w8 = Int4Weight.quantize(w, GROUP), Int8Weight.quantize(w, GROUP)
+    dense = w4.dequantize(torch.bfloat16)
+    x = torch.randn(m, k).to(torch.bfloat16)
+    impls = {"pagedinfer int4": lambda i: ops.int4_linear(x, w4),
+             "pagedinfer int8": lambda i: ops.int8_linear(x, w8),
+             "dense bf16": lambda i: torch.matmul(x, dense.t())}
+    stats = ctx.time_interleaved(impls, warmups={impl: ctx.warmup for impl in impls})
+    flops, case = 2.0 * m * n * k, f"N={n} K={k} M={m} bf16 g{GROUP} (prefill)"
+    base = ctx.row("gemm", case, "dense bf16", stats["dense bf16"], flops=flops, limit="bf16_gflops")
+    for impl in ("pagedinfer int4", "pagedinfer int8"):
+        rows.append(ctx.row("gemm", case, impl, stats[impl], flops=flops, limit="bf16_gflops",
+                            baseline=base))
+    rows.append(base)
+
+
 @suite("gemm")
 def gemm_suite(ctx: BenchContext) -> list[Row]:
     rows: list[Row] = []
@@ -115,4 +136,6 @@ def gemm_suite(ctx: BenchContext) -> list[Row]:
         _case(ctx, rows, n, k, ms, dense_fp32=True)
     for n, k in ([] if ctx.quick else MODEL):
         _case(ctx, rows, n, k, ms, dense_fp32=False)
+    if not ctx.quick:
+        _prefill_case(ctx, rows, 3072, 576, 2048)  # the default model's fused gate/up
     return rows
