@@ -151,8 +151,10 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     // One bf16 copy of W (panels of kDensePanelBytes), dequantized by all threads, then one
     // at::mm per panel, itself parallel.
     const int64_t panel = std::min(N, std::max<int64_t>(16, kDensePanelBytes / (K * 2)));
-    thread_local std::vector<uint16_t> storage;  // the caller's (a lambda naming it would get
-    storage.resize(static_cast<size_t>(panel * K));  // each worker's own)
+    // The caller's buffer, which the workers fill through wbuf (a lambda naming the
+    // thread_local itself would get each worker's own).
+    thread_local std::vector<uint16_t> storage;
+    storage.resize(static_cast<size_t>(panel * K));
     uint16_t* wbuf = storage.data();
     at::Tensor buf = at::from_blob(wbuf, {panel, K}, x.options());
     at::Tensor out = at::empty({M, N}, x.options());

@@ -139,9 +139,9 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
                       const NextRows<uint16_t>& next) {
   // The next chunk's rows are prefetched, spread over this chunk's work, only when the two
   // chunks fit in L1 together (D = 64 with 3 KV heads: 48 KiB a chunk); measured there, 64
-  // sequences x 176 keys from DRAM: 514-540 vs 574-644 us. A chunk of D = 128 with 8 KV heads
-  // (256 KiB) would evict the current one: 15 % slower; the hardware prefetchers follow its
-  // 2 KiB cache rows.
+  // sequences x 176 keys from DRAM: 514-540 vs 620-644 us without. A chunk of D = 128 with 8
+  // KV heads (256 KiB) would evict the current one: 15 % slower; the hardware prefetchers
+  // follow its 2 KiB cache rows.
   const NextRows<uint16_t> none{nullptr, nullptr, 0, 0, 0};
   PrefetchCursor pf{2 * next.n * next.bytes <= kPrefetchMaxBytes ? &next : &none};
   const int pf_steps = 2 * kvn * ((n + 15) / 16);
