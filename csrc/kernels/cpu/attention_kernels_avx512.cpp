@@ -272,29 +272,25 @@ bool fast_chunk_heads(const BlockRows& br, int kvn, int rows_pad, const float* Q
     // kvn * rows <= 64 for decode items, so this loop runs once.
     const int step = std::max(1, 64 / br.rows);
     const int D = br.D;
+    const auto* kr = reinterpret_cast<const uint16_t* const*>(krow);
+    const auto* vr = reinterpret_cast<const uint16_t* const*>(vrow);
     for (int h0 = 0; h0 < kvn; h0 += step) {
       const int cnt = std::min(step, kvn - h0);
       const int64_t so = static_cast<int64_t>(h0) * rows_pad;
-      if (use_amx_decode(br)) {
-        amx_decode_chunk(br, cnt, rows_pad, reinterpret_cast<const uint32_t*>(Qp_f + so * D / 2),
-                         reinterpret_cast<const uint16_t* const*>(krow),
-                         reinterpret_cast<const uint16_t* const*>(vrow),
-                         hoff0 + static_cast<int64_t>(h0) * D, k0, n, m + so, l + so, O + so * D,
-                         NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
-                                            reinterpret_cast<const uint16_t* const*>(next.v),
-                                            next.n, next.hoff + static_cast<int64_t>(h0) * D,
-                                            static_cast<int64_t>(cnt) * D * 2});
-        continue;
-      }
-      decode_chunk_heads(br, cnt, rows_pad, reinterpret_cast<const uint16_t*>(Qp_f + so * D / 2),
-                         reinterpret_cast<const uint16_t* const*>(krow),
-                         reinterpret_cast<const uint16_t* const*>(vrow),
-                         hoff0 + static_cast<int64_t>(h0) * D, k0, n,
-                         reinterpret_cast<const uint16_t*>(zero_row), m + so, l + so, O + so * D,
-                         NextRows<uint16_t>{reinterpret_cast<const uint16_t* const*>(next.k),
-                                            reinterpret_cast<const uint16_t* const*>(next.v),
-                                            next.n, next.hoff + static_cast<int64_t>(h0) * D,
-                                            static_cast<int64_t>(cnt) * D * 2});
+      const int64_t hoff = hoff0 + static_cast<int64_t>(h0) * D;
+      // The next chunk's rows of these cnt heads.
+      const NextRows<uint16_t> heads_next{reinterpret_cast<const uint16_t* const*>(next.k),
+                                          reinterpret_cast<const uint16_t* const*>(next.v), next.n,
+                                          next.hoff + static_cast<int64_t>(h0) * D,
+                                          static_cast<int64_t>(cnt) * D * 2};
+      const float* q = Qp_f + so * D / 2;
+      if (use_amx_decode(br))
+        amx_decode_chunk(br, cnt, rows_pad, reinterpret_cast<const uint32_t*>(q), kr, vr, hoff, k0, n,
+                         m + so, l + so, O + so * D, heads_next);
+      else
+        decode_chunk_heads(br, cnt, rows_pad, reinterpret_cast<const uint16_t*>(q), kr, vr, hoff, k0, n,
+                           reinterpret_cast<const uint16_t*>(zero_row), m + so, l + so, O + so * D,
+                           heads_next);
     }
     return true;
   }
