@@ -105,6 +105,11 @@ void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkI
   }
 }
 
+int64_t attention_item_bytes(const PagedAttentionParams& p, const AttentionWorkItem& w) {
+  const int64_t elem = p.dtype == AttnDtype::kF32 ? 4 : 2;
+  return 2 * static_cast<int64_t>(w.k_end - w.k_begin) * (w.kv_end - w.kv_begin) * p.head_dim * elem;
+}
+
 namespace {
 
 // Rows (query tokens x GQA group) per KV head in a prefill tile: enough to make each K/V chunk a

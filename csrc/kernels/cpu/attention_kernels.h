@@ -79,10 +79,13 @@ void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& 
                         float* partials, float* lse);
 
 // Prefetches into L2 the cache rows of an item's first max_keys keys: a thread calls it for the
-// item it will run next, so that item does not start on cold misses (inside an item each chunk
-// prefetches the next one).
+// item it will run next, so that item does not start on cold misses (inside an item the decode
+// kernels prefetch each next chunk when chunks are small).
 void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& item,
                              int max_keys);
+
+// Bytes of K and V cache rows an item reads.
+int64_t attention_item_bytes(const PagedAttentionParams& p, const AttentionWorkItem& item);
 
 // Combines one merge group's partials into the final output.
 void merge_attention_partials(const PagedAttentionParams& p, const AttentionMergeGroup& group,

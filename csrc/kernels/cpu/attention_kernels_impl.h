@@ -118,13 +118,21 @@ void run_item_t(const PagedAttentionParams& p, const AttentionWorkItem& w, float
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
   const T* rows_a[2][kKeyChunk];  // row of head 0 at each key position: this and next chunk
   const T* rows_b[2][kKeyChunk];
+  // Block by block: one division per chunk, not two per key. A 64-bit division costs tens of
+  // cycles, and this runs between chunks, when no cache reads are in flight: with two per key,
+  // 32 x 2,048 keys (D = 128, 8 KV heads) took 12.7-12.9 vs 12.4-12.5 ms, 1 x 32,768 keys
+  // 7.0-7.7 vs 6.5-6.7 ms.
+  const int64_t slot_elems = static_cast<int64_t>(p.num_kv_heads) * D;
   auto fill_rows = [&](int64_t c0, const T** kr, const T** vr) {
     const int n = static_cast<int>(k_hi - c0 < kKeyChunk ? k_hi - c0 : kKeyChunk);
-    for (int j = 0; j < n; ++j) {
-      const int64_t pos = c0 + j;
-      const int64_t slot = static_cast<int64_t>(table[pos / bs]) * bs + pos % bs;
-      kr[j] = kc + slot * p.num_kv_heads * D;
-      vr[j] = vc + slot * p.num_kv_heads * D;
+    int64_t blk = c0 / bs, in_blk = c0 - blk * bs;
+    for (int j = 0; j < n; ++blk, in_blk = 0) {
+      const int64_t base = (static_cast<int64_t>(table[blk]) * bs + in_blk) * slot_elems;
+      const int m = static_cast<int>(std::min<int64_t>(n - j, bs - in_blk));
+      for (int i = 0; i < m; ++i, ++j) {
+        kr[j] = kc + base + i * slot_elems;
+        vr[j] = vc + base + i * slot_elems;
+      }
     }
     return n;
   };
