@@ -1,5 +1,7 @@
-// What one thread can read from scattered cache blocks, with nothing else to do: the ceiling a
-// paged decode attention kernel works under (its K/V blocks lie at random places in the pool).
+// What one thread can read from scattered cache blocks with plain vector loads and nothing else
+// to do (a paged decode attention kernel's K/V blocks lie at random places in the pool). The
+// AMX decode kernel's tile loads, 16 slots a line each, read such blocks faster (README,
+// Performance): this is the vector loads' figure, not a ceiling for the kernel.
 //
 //   g++ -O2 -mavx512f bench/random_block_read.cpp -o /tmp/random_block_read
 //   /tmp/random_block_read 32768        # the attention bench's blocks: 16 slots x 8 heads x 128 x 2 B
