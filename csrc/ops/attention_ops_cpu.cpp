@@ -92,7 +92,7 @@ void paged_attention_cpu(const at::Tensor& query_in, const at::Tensor& key_cache
   // two, it took both: 16 vs 8 ms for 32,768 keys on 2 threads).
   // Only behind a short item: behind one that reads more than L2 holds, the prefetched rows
   // are evicted before they are used, and the burst holds up the item's own first reads
-  // (32 x 2,048 keys, D = 128, 8 MiB an item: 12.4-13.0 vs 12.7-13.1 ms with the burst; the
+  // (32 x 2,048 keys, D = 128, 8 MiB an item: 12.7-13.0 vs 12.9-14.6 ms with the burst; the
   // default model's 64 x 176 keys, 135 KiB an item: 610-625 vs 647-650 us without it).
   constexpr int64_t kPrefetchBehindMaxBytes = 1 << 20;
   const int64_t n_items = static_cast<int64_t>(plan.items.size());
