@@ -98,6 +98,17 @@ constexpr auto amx_pack = cpu::pack_x_vnni;
 void amx_pack(const uint16_t*, int64_t, int64_t, int64_t, int64_t, int64_t, uint16_t*) {}
 #endif
 
+// x packed for AMX into this thread's own buffer (kept across calls, 64-byte aligned).
+const uint16_t* pack_x_on_this_thread(const uint16_t* x, int64_t ldx, int64_t M, int64_t K) {
+  thread_local std::vector<uint16_t> own;
+  const int64_t mblocks = (M + 15) / 16;
+  const auto need = static_cast<size_t>(mblocks * 16 * K + 32);
+  if (own.size() < need) own.resize(need);
+  auto* xv = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(own.data()) + 63) & ~uintptr_t{63});
+  amx_pack(x, ldx, M, K, 0, mblocks, xv);
+  return xv;
+}
+
 bool use_amx() {
 #ifdef PAGEDINFER_HAVE_AMX
   const auto& f = cpu::cpu_features();
@@ -184,21 +195,16 @@ at::Tensor linear_impl(const at::Tensor& x_in, int64_t N, int64_t K, int64_t gro
     const auto* xp = static_cast<const uint16_t*>(x.data_ptr());
     at::Tensor out = at::empty({M, N}, x.options());
     const float* b = bias.defined() ? bias.data_ptr<float>() : nullptr;
-    if (M * K <= kOwnPackElems) {
-      at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t nb0, int64_t nb1) {
-        thread_local std::vector<uint16_t> own;  // this thread's packed x (+ 64 B to align)
-        const auto need = static_cast<size_t>(mblocks * 16 * K + 32);
-        if (own.size() < need) own.resize(need);
-        auto* xv = reinterpret_cast<uint16_t*>((reinterpret_cast<uintptr_t>(own.data()) + 63) & ~uintptr_t{63});
-        amx_pack(xp, x.stride(0), M, K, 0, mblocks, xv);
-        amx(xv, M, b, out.data_ptr(), cpu::DType::kBF16, N, nb0 * 32, std::min(nb1 * 32, N));
-      });
-      return out.view(out_sizes);
+    const bool own_pack = M * K <= kOwnPackElems;
+    at::Tensor x_vnni;  // a large x, packed once
+    if (!own_pack) {
+      x_vnni = at::empty({mblocks * 16 * K}, x.options());
+      auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());
+      at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) { amx_pack(xp, x.stride(0), M, K, b0, b1, xv); });
     }
-    at::Tensor x_vnni = at::empty({mblocks * 16 * K}, x.options());
-    auto* xv = static_cast<uint16_t*>(x_vnni.data_ptr());
-    at::parallel_for(0, mblocks, 1, [&](int64_t b0, int64_t b1) { amx_pack(xp, x.stride(0), M, K, b0, b1, xv); });
     at::parallel_for(0, (N + 31) / 32, 1, [&](int64_t nb0, int64_t nb1) {
+      const uint16_t* xv = own_pack ? pack_x_on_this_thread(xp, x.stride(0), M, K)
+                                    : static_cast<const uint16_t*>(x_vnni.data_ptr());
       amx(xv, M, b, out.data_ptr(), cpu::DType::kBF16, N, nb0 * 32, std::min(nb1 * 32, N));
     });
     return out.view(out_sizes);

@@ -89,12 +89,22 @@ void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& 
   scalar_attn::run_item(p, item, partials, lse);
 }
 
+namespace {
+
+int64_t elem_bytes(const PagedAttentionParams& p) { return p.dtype == AttnDtype::kF32 ? 4 : 2; }
+
+// Bytes of one key's K (or V) row for the item's KV heads.
+int64_t item_row_bytes(const PagedAttentionParams& p, const AttentionWorkItem& w) {
+  return static_cast<int64_t>(w.kv_end - w.kv_begin) * p.head_dim * elem_bytes(p);
+}
+
+}  // namespace
+
 void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& w,
                              int max_keys) {
-  const int64_t elem = p.dtype == AttnDtype::kF32 ? 4 : 2;
-  const int64_t row = p.num_kv_heads * p.head_dim * elem;  // bytes of one slot, all KV heads
-  const int64_t off = w.kv_begin * p.head_dim * elem;
-  const int64_t bytes = (w.kv_end - w.kv_begin) * p.head_dim * elem;
+  const int64_t row = p.num_kv_heads * p.head_dim * elem_bytes(p);  // one slot, all KV heads
+  const int64_t off = w.kv_begin * p.head_dim * elem_bytes(p);
+  const int64_t bytes = item_row_bytes(p, w);
   const int32_t* table = p.block_tables + static_cast<int64_t>(w.seq) * p.max_blocks;
   const int64_t k_end = std::min<int64_t>(w.k_end, w.k_begin + max_keys);
   for (int64_t pos = w.k_begin; pos < k_end; ++pos) {
@@ -106,8 +116,7 @@ void prefetch_attention_item(const PagedAttentionParams& p, const AttentionWorkI
 }
 
 int64_t attention_item_bytes(const PagedAttentionParams& p, const AttentionWorkItem& w) {
-  const int64_t elem = p.dtype == AttnDtype::kF32 ? 4 : 2;
-  return 2 * static_cast<int64_t>(w.k_end - w.k_begin) * (w.kv_end - w.kv_begin) * p.head_dim * elem;
+  return 2 * static_cast<int64_t>(w.k_end - w.k_begin) * item_row_bytes(p, w);
 }
 
 namespace {
