@@ -100,7 +100,7 @@ def test_bf16_tile_kernels(amx, Hq, Hkv, D, monkeypatch):
 
 
 @pytest.mark.parametrize("amx", ["1", "0"])
-@pytest.mark.parametrize("Hq,Hkv,D", [(32, 8, 128), (9, 3, 64), (8, 1, 256), (4, 4, 32), (14, 2, 96)])
+@pytest.mark.parametrize("Hq,Hkv,D", [(32, 8, 128), (9, 3, 64), (8, 1, 256), (4, 4, 32), (12, 4, 32), (14, 2, 96)])
 @pytest.mark.parametrize("block_size", [16, 32, 5])
 def test_bf16_decode_kernels(amx, Hq, Hkv, D, block_size, monkeypatch):
     """Items of up to 8 query rows per KV head (decode, short verification) run on the AMX decode

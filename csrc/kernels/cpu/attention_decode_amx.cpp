@@ -8,18 +8,21 @@
 // as DRAM takes to deliver that key's 512 bytes, and the two did not overlap. A tile product
 // takes ~17 cycles whatever the number of rows, and its operands load straight from the cache.
 //
-// The products, R = query rows per KV head, c = a 32-wide chunk of the head dim:
-//   scores  C_s [16 keys][R] fp32  += A_k [16 keys][32 d of c] x B_q [16 d-pairs of c][R]
+// The products, R = query rows per KV head (Rp = R rounded up to 4 or 8), c = a 32-wide chunk
+// of the head dim:
+//   scores  C_s [16 keys][Rp] fp32  += A_k [16 keys][32 d of c] x B_q [16 d-pairs of c][Rp]
 //           A_k: K rows straight from the cache (stride: one slot);
-//           B_q: Qp[dp][r] = (Q[r][2dp], Q[r][2dp + 1]) (fast_prepare)
-//   output  C_e [R][16] fp32 (O[r][32c + 2i])     += A_e [R][16 keys] x B_v [16 keys][32 d of c]
-//           C_o [R][16] fp32 (O[r][32c + 2i + 1]) += A_o [R][16 keys] x B_v
+//           B_q: Qp[dp][r] = (Q[r][2dp], Q[r][2dp + 1]) (fast_prepare; rows past R are zero)
+//   output  C_c [2R][16] fp32 += A_p [2R][16 keys] x B_v [16 keys][32 d of c]
 //           B_v: V rows straight from the cache, row j read as the 16 pairs
-//           (V[j][32c + 2i], V[j][32c + 2i + 1]); A_e holds the pairs (P[r][j], 0), which pick
-//           the even d of each V pair, A_o the pairs (0, P[r][j]), which pick the odd d.
-// Each phase loads its own tile configuration (~50 ns, twice a chunk).
-// V is used as stored, at the price of two products per V tile; O rows hold each 32-wide chunk
-// as [16 even d | 16 odd d] until fast_finish (unpack_even_odd_row).
+//           (V[j][32c + 2i], V[j][32c + 2i + 1]); row r of A_p holds the pairs (P[r][j], 0),
+//           which pick the even d of each V pair, row R + r the pairs (0, P[r][j]), which pick
+//           the odd d: C_c row r gets O[r][32c + 2i], row R + r gets O[r][32c + 2i + 1].
+// V is used as stored: stacking the even and odd halves in one A tile keeps that at one product
+// per V tile (a tile product costs the same for 8 rows as for 4; two products of R rows each
+// per V tile, with twice the C tiles to load and store, were 4-7 % slower from DRAM). O stays
+// [D / 32][2R][16] until fast_finish (unstack_even_odd).
+// Each phase loads its own tile configuration (~70 ns, twice a chunk).
 // A 16-key group that is not 16 consecutive cache slots (block size < 16, a block boundary
 // inside the group, the chunk's tail) is copied to a small buffer first, zero past n: the tiles
 // never read outside the keys' own slots, and zero V rows keep 0 * garbage out of O.
@@ -37,22 +40,20 @@ namespace pagedinfer::cpu::avx512_attn {
 namespace {
 
 constexpr int kGroups = kKeyChunk / 16;
-constexpr float kLazyMax = 5.5452f;  // ln 256
 constexpr int64_t kPrefetchMaxBytes = 64 * 1024;
 
-// Scores phase: tiles 0-3 = C_s of groups 0-3 [16 keys][R], 4 and 5 = A_k, 6 = B_q.
-void load_scores_tile_config(int R) {
-  const auto rb = static_cast<uint16_t>(R * 4);
+// Scores phase: tiles 0-3 = C_s of groups 0-3 [16 keys][Rp], 4 and 5 = A_k, 6 = B_q.
+void load_scores_tile_config(int Rp) {
+  const auto rb = static_cast<uint16_t>(Rp * 4);
   const uint8_t rows[8] = {16, 16, 16, 16, 16, 16, 16, 16};
   const uint16_t colsb[8] = {rb, rb, rb, rb, 64, 64, rb, 64};
   load_tile_config(rows, colsb);
 }
 
-// Output phase: tiles 0, 1 = C_e, C_o of chunk c and 2, 3 of chunk c + 1 [R][16]; 4, 5 = B_v of
-// chunks c and c + 1; 6, 7 = A_e, A_o [R][16 keys].
+// Output phase: tiles 0-3 = C of four 32-d chunks [2R][16]; 4, 5 = B_v; 6 = A [2R][16 keys].
 void load_output_tile_config(int R) {
-  const auto r = static_cast<uint8_t>(R);
-  const uint8_t rows[8] = {r, r, r, r, 16, 16, r, r};
+  const auto r2 = static_cast<uint8_t>(2 * R);
+  const uint8_t rows[8] = {r2, r2, r2, r2, 16, 16, r2, 16};
   const uint16_t colsb[8] = {64, 64, 64, 64, 64, 64, 64, 64};
   load_tile_config(rows, colsb);
 }
@@ -75,57 +76,144 @@ inline const uint16_t* tile_rows(const uint16_t* const* rows, int g, int n, int6
   return buf;
 }
 
-// Online-softmax update of row r of one head from its scores St[g][16 keys][R] (unscaled):
-// probabilities into Pe / Po [g][R][16] (tiles 6 and 7), running max m, sum l, O row rescaled.
-inline void softmax_row(const BlockRows& br, const float* St, int R, int r, int64_t k0, int n,
-                        uint32_t* Pe, uint32_t* Po, float& m, float& l, float* o) {
-  const int ng = (n + 15) / 16;
-  int jlo, jhi;
-  visible_range(br.first_pos + r / br.group, br.window, k0, n, &jlo, &jhi);
-  if (jlo >= jhi) {  // nothing visible: zero weights
-    for (int g = 0; g < ng; ++g) {
-      _mm512_store_si512(Pe + (g * R + r) * 16, _mm512_setzero_si512());
-      _mm512_store_si512(Po + (g * R + r) * 16, _mm512_setzero_si512());
-    }
-    return;
+// 2^x for x <= 8 (degree-4 polynomial on [-1/2, 1/2], relative error 3e-6: the
+// probabilities are rounded to bf16 for the products), zero where `live` is clear.
+inline __m512 exp2_live(__mmask16 live, __m512 x) {
+  const __m512 k = _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(x, k);
+  __m512 y = _mm512_set1_ps(0.009560510f);
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.05591704f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.24024981f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.69312197f));
+  y = _mm512_fmadd_ps(y, f, _mm512_set1_ps(0.99999919f));
+  return _mm512_maskz_scalef_ps(live, y, k);
+}
+
+// Lane i of the result: the reduction (max or add) of lanes j == i (mod Rp) of v.
+template <int Rp, typename Op>
+inline __m512 reduce_rows(__m512 v, Op op) {
+  v = op(v, _mm512_shuffle_f32x4(v, v, 0x4E));  // swap 256-bit halves
+  if constexpr (Rp == 4) v = op(v, _mm512_shuffle_f32x4(v, v, 0xB1));  // swap 128-bit pairs
+  return v;
+}
+
+// Online-softmax update of the R rows of one head from their scores St[g][16 keys][Rp]
+// (unscaled; Rp = R rounded up to 4 or 8, columns past R unused), all rows at once: lane i of
+// score vector z holds key (16 / Rp) z + i / Rp of row i % Rp, so no row is gathered, and the
+// rows' exponentials are independent chains (one row at a time, with gathers, was 3-8 % slower:
+// 32 x 2,048 keys from DRAM 12.4-13.2 vs 12.1-12.6 ms, the K / V in L2 29-32 vs 28-30 us).
+// Probabilities go to the A tiles P[g][2R][16 keys] (row r: pairs (p, 0), row R + r: (0, p));
+// running max m (natural log units), sum l; O rows ([D / 32][2R][16]) rescaled when m moves.
+template <int Rp>
+void softmax_head(const BlockRows& br, const float* St, int R, int64_t k0, int n, uint32_t* P,
+                  float* m, float* l, float* O) {
+  constexpr int KZ = 16 / Rp;  // keys per vector
+  constexpr float kLog2e = 1.44269504088896341f;
+  const int nz = (n + 15) / 16 * Rp;
+  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+  const __m512i lane_key = _mm512_srli_epi32(lane, Rp == 4 ? 2 : 3);
+  // Per row (lane pattern i % Rp): visible keys [lo, hi) of the chunk, running max in log2 units.
+  alignas(64) int32_t lo[16], hi[16];
+  alignas(64) float m2[16], m2_new[16], sums[16];
+  for (int i = 0; i < Rp; ++i) {
+    lo[i] = hi[i] = 0;
+    if (i < R) visible_range(br.first_pos + i / br.group, br.window, k0, n, &lo[i], &hi[i]);
+    m2[i] = i < R ? m[i] * kLog2e : -INFINITY;
   }
-  // Lane i of group g: key 16 g + i, at St[(g * 16 + i) * R + r].
-  const __m512i idx = _mm512_add_epi32(
-      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                         _mm512_set1_epi32(R)),
-      _mm512_set1_epi32(r));
-  const __m512 vscale = _mm512_set1_ps(br.scale);
-  __m512 s[kGroups];
-  __mmask16 live[kGroups];
+  for (int i = Rp; i < 16; ++i) { lo[i] = lo[i % Rp]; hi[i] = hi[i % Rp]; m2[i] = m2[i % Rp]; }
+  const __m512i vlo = _mm512_load_si512(lo), vhi = _mm512_load_si512(hi);
+  const __m512 c = _mm512_set1_ps(br.scale * kLog2e);
+  __m512 t[4 * Rp];
+  __mmask16 live[4 * Rp];
   __m512 mx = _mm512_set1_ps(-INFINITY);
-  for (int g = 0; g < ng; ++g) {
-    const int lo = std::clamp(jlo - 16 * g, 0, 16), hi = std::clamp(jhi - 16 * g, 0, 16);
-    live[g] = static_cast<__mmask16>(((1u << hi) - 1) & ~((1u << lo) - 1));
-    s[g] = _mm512_mul_ps(_mm512_i32gather_ps(idx, St + g * 16 * R, 4), vscale);
-    mx = _mm512_mask_max_ps(mx, live[g], mx, s[g]);
+  for (int z = 0; z < nz; ++z) {
+    const __m512i key = _mm512_add_epi32(lane_key, _mm512_set1_epi32(KZ * z));
+    live[z] = _mm512_mask_cmplt_epi32_mask(_mm512_cmpge_epi32_mask(key, vlo), key, vhi);
+    t[z] = _mm512_mul_ps(_mm512_load_ps(St + 16 * z), c);
+    mx = _mm512_mask_max_ps(mx, live[z], mx, t[z]);
   }
-  // The reference max moves only when a score passes it by more than kLazyMax (so p <= 256):
-  // each move costs a rescaling pass over the O row, whose stores the next tile load of that
-  // row waits for. Past the first chunks it seldom moves.
-  const float chunk_max = _mm512_reduce_max_ps(mx);
-  const float m_new = m == -INFINITY || chunk_max > m + kLazyMax ? chunk_max : m;
-  const __m512 vm = _mm512_set1_ps(m_new);
+  mx = reduce_rows<Rp>(mx, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
+  // The reference max moves only when a score passes it by more than 8 (so p <= 256): each move
+  // costs a rescaling pass over the O row. Past the first chunks it seldom moves.
+  const __m512 vm_old = _mm512_load_ps(m2);
+  const __mmask16 move =
+      _mm512_cmp_ps_mask(vm_old, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ) |
+      _mm512_cmp_ps_mask(mx, _mm512_add_ps(vm_old, _mm512_set1_ps(8.0f)), _CMP_GT_OQ);
+  const __m512 vm = _mm512_mask_blend_ps(move, vm_old, mx);
   __m512 sum = _mm512_setzero_ps();
-  for (int g = 0; g < ng; ++g) {
-    const __m512 p = _mm512_maskz_mov_ps(live[g], exp512(_mm512_sub_ps(s[g], vm)));
-    sum = _mm512_add_ps(sum, p);
-    const __m512i pe = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(p));
-    _mm512_store_si512(Pe + (g * R + r) * 16, pe);
-    _mm512_store_si512(Po + (g * R + r) * 16, _mm512_slli_epi32(pe, 16));
+  for (int z = 0; z < nz; ++z) {
+    t[z] = exp2_live(live[z], _mm512_sub_ps(t[z], vm));
+    sum = _mm512_add_ps(sum, t[z]);
   }
-  if (m_new != m && l > 0.0f) {  // (l == 0: nothing in O yet)
-    const float alpha = std::exp(m - m_new);
-    l *= alpha;
-    const __m512 va = _mm512_set1_ps(alpha);
-    for (int d = 0; d < br.D; d += 16) _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), va));
+  _mm512_store_ps(sums, reduce_rows<Rp>(sum, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); }));
+  _mm512_store_ps(m2_new, vm);
+  for (int r = 0; r < R; ++r) {
+    if (m2_new[r] != m2[r]) {
+      if (l[r] > 0.0f) {  // (l == 0: nothing in O yet)
+        const float alpha = std::exp2(m2[r] - m2_new[r]);
+        l[r] *= alpha;
+        const __m512 va = _mm512_set1_ps(alpha);
+        for (int cc = 0; cc < br.D / 32; ++cc) {
+          float* e = O + (cc * 2 * R + r) * 16;
+          float* o = e + R * 16;
+          _mm512_store_ps(e, _mm512_mul_ps(_mm512_load_ps(e), va));
+          _mm512_store_ps(o, _mm512_mul_ps(_mm512_load_ps(o), va));
+        }
+      }
+      m[r] = m2_new[r] / kLog2e;
+    }
+    l[r] += sums[r];
   }
-  l += _mm512_reduce_add_ps(sum);
-  m = m_new;
+  // To bf16 and transposed into rows of 16 keys: word 2k of row r (k = key) from the pair
+  // (even / odd words zeroed for the (p, 0) / (0, p) rows).
+  const __m512i word_key = _mm512_srli_epi16(
+      _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14,
+                       13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
+  constexpr __mmask32 kEven = 0x55555555u, kOdd = 0xAAAAAAAAu;
+  for (int g = 0; g < nz / Rp; ++g) {
+    const __m512* p = t + g * Rp;
+    uint32_t* pg = P + g * 2 * R * 16;
+    if constexpr (Rp == 4) {
+      // a, b: words 4k + r = key k, row r (keys 0-7 in a, 8-15 in b)
+      const __m512i a = (__m512i)_mm512_cvtne2ps_pbh(p[1], p[0]);
+      const __m512i b = (__m512i)_mm512_cvtne2ps_pbh(p[3], p[2]);
+      const __m512i src = _mm512_slli_epi16(word_key, 2);  // 4k
+      for (int r = 0; r < R; ++r) {
+        const __m512i idx = _mm512_add_epi16(src, _mm512_set1_epi16(static_cast<int16_t>(r)));
+        _mm512_store_si512(pg + r * 16, _mm512_maskz_permutex2var_epi16(kEven, a, idx, b));
+        _mm512_store_si512(pg + (R + r) * 16, _mm512_maskz_permutex2var_epi16(kOdd, a, idx, b));
+      }
+    } else {
+      // c0..c3: words 8k + r = key 4i + k, row r; then lo / hi: rows 0-3 / 4-7, words 8r + k
+      // (keys 0-7 from c0 and c1 in lo0 / hi0, 8-15 from c2 and c3 in lo1 / hi1)
+      const __m512i c0 = (__m512i)_mm512_cvtne2ps_pbh(p[1], p[0]);
+      const __m512i c1 = (__m512i)_mm512_cvtne2ps_pbh(p[3], p[2]);
+      const __m512i c2 = (__m512i)_mm512_cvtne2ps_pbh(p[5], p[4]);
+      const __m512i c3 = (__m512i)_mm512_cvtne2ps_pbh(p[7], p[6]);
+      const __m512i w = _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18,
+                                         17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2,
+                                         1, 0);
+      // word 8r + k of the result <- word 8k + r (+ 4 rows for hi)
+      const __m512i tr = _mm512_or_si512(_mm512_slli_epi16(_mm512_and_si512(w, _mm512_set1_epi16(7)), 3),
+                                         _mm512_srli_epi16(w, 3));
+      const __m512i tr_hi = _mm512_add_epi16(tr, _mm512_set1_epi16(4));
+      const __m512i lo0 = _mm512_permutex2var_epi16(c0, tr, c1);
+      const __m512i hi0 = _mm512_permutex2var_epi16(c0, tr_hi, c1);
+      const __m512i lo1 = _mm512_permutex2var_epi16(c2, tr, c3);
+      const __m512i hi1 = _mm512_permutex2var_epi16(c2, tr_hi, c3);
+      // row r: key k < 8 at word 8 (r % 4) + k of lo0 / hi0, k >= 8 at 32 + 8 (r % 4) + k - 8
+      const __m512i k = word_key;
+      const __m512i src = _mm512_add_epi16(k, _mm512_mask_blend_epi16(
+          _mm512_cmpge_epi16_mask(k, _mm512_set1_epi16(8)), _mm512_setzero_si512(),
+          _mm512_set1_epi16(24)));
+      for (int r = 0; r < R; ++r) {
+        const __m512i idx = _mm512_add_epi16(src, _mm512_set1_epi16(static_cast<int16_t>(8 * (r % 4))));
+        const __m512i x = r < 4 ? lo0 : hi0, y = r < 4 ? lo1 : hi1;
+        _mm512_store_si512(pg + r * 16, _mm512_maskz_permutex2var_epi16(kEven, x, idx, y));
+        _mm512_store_si512(pg + (R + r) * 16, _mm512_maskz_permutex2var_epi16(kOdd, x, idx, y));
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -146,13 +234,12 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
   PrefetchCursor pf{2 * next.n * next.bytes <= kPrefetchMaxBytes ? &next : &none};
   const int pf_steps = 2 * kvn * ((n + 15) / 16);
   const int pf_keys = (pf.next->n + pf_steps - 1) / pf_steps;
-  const int D = br.D, R = br.rows;
+  const int D = br.D, R = br.rows, Rp = R <= 4 ? 4 : 8;
   const int ng = (n + 15) / 16;
   const int nc = D / 32;
   const int64_t ss = br.slot_stride;
-  alignas(64) float St[64 * kKeyChunk];     // scores [gi][g][16 keys][R], kvn * R <= 64
-  alignas(64) uint32_t Pe[64 * kKeyChunk];  // [gi][g][R][16 keys]
-  alignas(64) uint32_t Po[64 * kKeyChunk];
+  alignas(64) float St[128 * kKeyChunk];    // scores [gi][g][16 keys][Rp], kvn * R <= 64
+  alignas(64) uint32_t P[2 * 64 * kKeyChunk];  // [gi][g][2R][16 keys]
   alignas(64) uint16_t buf[16 * 32];        // a gathered 16-key x 32-d tile
   bool direct[kGroups];
   for (int g = 0; g < ng; ++g) {
@@ -169,11 +256,11 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
 
   // 1. scores: per head, the groups' C_s tiles accumulate side by side (independent chains keep
   // the tile unit busy), the query tile loaded once per 32 d
-  load_scores_tile_config(R);
+  load_scores_tile_config(Rp);
   for (int gi = 0; gi < kvn; ++gi) {
     const uint32_t* q = Qp + static_cast<int64_t>(gi) * rows_pad * D / 2;
     const int64_t hoff = hoff0 + static_cast<int64_t>(gi) * D;
-    float* st = St + static_cast<int64_t>(gi) * kGroups * 16 * R;
+    float* st = St + static_cast<int64_t>(gi) * kGroups * 16 * Rp;
     _tile_zero(0);
     if (ng > 1) _tile_zero(1);
     if (ng > 2) _tile_zero(2);
@@ -187,60 +274,55 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
       if (ng > 2) { PI_K_TILE(4, 2, c); _tile_dpbf16ps(2, 4, 6); }
       if (ng > 3) { PI_K_TILE(5, 3, c); _tile_dpbf16ps(3, 5, 6); }
     }
-    _tile_stored(0, st, R * 4);
-    if (ng > 1) _tile_stored(1, st + 16 * R, R * 4);
-    if (ng > 2) _tile_stored(2, st + 32 * R, R * 4);
-    if (ng > 3) _tile_stored(3, st + 48 * R, R * 4);
+    _tile_stored(0, st, Rp * 4);
+    if (ng > 1) _tile_stored(1, st + 16 * Rp, Rp * 4);
+    if (ng > 2) _tile_stored(2, st + 32 * Rp, Rp * 4);
+    if (ng > 3) _tile_stored(3, st + 48 * Rp, Rp * 4);
   }
 
   // 2. softmax of a head's rows (vector work), issued after the previous head's output products
   // (tile work) so the two can overlap; the P tiles it writes are loaded a head later, not at
   // once (a tile load right after vector stores to its lines waits for them)
-  auto softmax_head = [&](int gi) {
+  auto softmax = [&](int gi) {
     const int64_t so = static_cast<int64_t>(gi) * rows_pad;
-    for (int r = 0; r < R; ++r)
-      softmax_row(br, St + static_cast<int64_t>(gi) * kGroups * 16 * R, R, r, k0, n,
-                  Pe + gi * kGroups * R * 16, Po + gi * kGroups * R * 16, m[so + r], l[so + r],
-                  O + (so + r) * D);
+    const float* st = St + static_cast<int64_t>(gi) * kGroups * 16 * Rp;
+    uint32_t* p = P + gi * kGroups * 2 * R * 16;
+    if (Rp == 4)
+      softmax_head<4>(br, st, R, k0, n, p, m + so, l + so, O + so * D);
+    else
+      softmax_head<8>(br, st, R, k0, n, p, m + so, l + so, O + so * D);
   };
-  softmax_head(0);
+  softmax(0);
 
-  // 3. O += P V per head, two 32-d chunks at a time (four independent C tiles)
+  // 3. O += P V per head, four 32-d chunks at a time (four independent C tiles), each group's
+  // P tile loaded once for them
   load_output_tile_config(R);
   for (int gi = 0; gi < kvn; ++gi) {
     const int64_t hoff = hoff0 + static_cast<int64_t>(gi) * D;
-    const uint32_t* pe = Pe + gi * kGroups * R * 16;
-    const uint32_t* po = Po + gi * kGroups * R * 16;
+    const uint32_t* pg = P + gi * kGroups * 2 * R * 16;
     float* o = O + static_cast<int64_t>(gi) * rows_pad * D;
-    for (int c = 0; c < nc; c += 2) {
-      const bool two = c + 1 < nc;
-      _tile_loadd(0, o + 32 * c, D * 4);
-      _tile_loadd(1, o + 32 * c + 16, D * 4);
-      if (two) {
-        _tile_loadd(2, o + 32 * c + 32, D * 4);
-        _tile_loadd(3, o + 32 * c + 48, D * 4);
-      }
+    for (int c0 = 0; c0 < nc; c0 += 4) {
+      const int nct = std::min(4, nc - c0);
+      float* oc = o + c0 * 2 * R * 16;
+      _tile_loadd(0, oc, 64);
+      if (nct > 1) _tile_loadd(1, oc + 2 * R * 16, 64);
+      if (nct > 2) _tile_loadd(2, oc + 4 * R * 16, 64);
+      if (nct > 3) _tile_loadd(3, oc + 6 * R * 16, 64);
       for (int g = 0; g < ng; ++g) {
-        if (c == 0) pf.step(pf_keys);
-        _tile_loadd(6, pe + g * R * 16, 64);
-        _tile_loadd(7, po + g * R * 16, 64);
-        PI_V_TILE(4, g, c);
+        if (c0 == 0) pf.step(pf_keys);
+        _tile_loadd(6, pg + g * 2 * R * 16, 64);
+        PI_V_TILE(4, g, c0);
         _tile_dpbf16ps(0, 6, 4);
-        _tile_dpbf16ps(1, 7, 4);
-        if (two) {
-          PI_V_TILE(5, g, c + 1);
-          _tile_dpbf16ps(2, 6, 5);
-          _tile_dpbf16ps(3, 7, 5);
-        }
+        if (nct > 1) { PI_V_TILE(5, g, c0 + 1); _tile_dpbf16ps(1, 6, 5); }
+        if (nct > 2) { PI_V_TILE(4, g, c0 + 2); _tile_dpbf16ps(2, 6, 4); }
+        if (nct > 3) { PI_V_TILE(5, g, c0 + 3); _tile_dpbf16ps(3, 6, 5); }
       }
-      _tile_stored(0, o + 32 * c, D * 4);
-      _tile_stored(1, o + 32 * c + 16, D * 4);
-      if (two) {
-        _tile_stored(2, o + 32 * c + 32, D * 4);
-        _tile_stored(3, o + 32 * c + 48, D * 4);
-      }
+      _tile_stored(0, oc, 64);
+      if (nct > 1) _tile_stored(1, oc + 2 * R * 16, 64);
+      if (nct > 2) _tile_stored(2, oc + 4 * R * 16, 64);
+      if (nct > 3) _tile_stored(3, oc + 6 * R * 16, 64);
     }
-    if (gi + 1 < kvn) softmax_head(gi + 1);
+    if (gi + 1 < kvn) softmax(gi + 1);
   }
   pf.step(pf.next->n);
 #undef PI_K_TILE

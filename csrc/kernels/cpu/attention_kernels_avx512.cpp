@@ -171,8 +171,8 @@ inline void fast_prepare(const BlockRows& br, const float* Q, int rows_pad, floa
 // -> [rows_pad, D] in place (tmp: rows_pad * D floats).
 inline void fast_finish(const BlockRows& br, float* OT, int rows_pad, float* tmp) {
   const int D = br.D;
-  if (use_amx_decode(br)) {  // O [rows_pad, D (even / odd order)]
-    for (int r = 0; r < br.rows; ++r) unpack_even_odd_row(OT + static_cast<int64_t>(r) * D, D);
+  if (use_amx_decode(br)) {  // O [D / 32][2 rows][16] (attention_decode_amx.cpp)
+    unstack_even_odd(OT, br.rows, D, tmp);
     return;
   }
   if (use_decode(br) || use_amx(br)) {  // O [rows_pad, D (packed order)]

@@ -4,6 +4,7 @@
 #include <immintrin.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "kernels/cpu/attention_kernels.h"
 
@@ -102,13 +103,19 @@ inline void unpack_row(float* row, int D) {
   permute_row_chunks(row, D, idx);
 }
 
-// Row [D] with each 32-wide chunk held as [16 even d | 16 odd d] (the AMX decode kernel's
-// order) -> natural order, in place.
-inline void unpack_even_odd_row(float* row, int D) {
-  alignas(64) static const int32_t idx[32] = {0,  16, 1,  17, 2,  18, 3,  19, 4,  20, 5,
-                                              21, 6,  22, 7,  23, 8,  24, 9,  25, 10, 26,
-                                              11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
-  permute_row_chunks(row, D, idx);
+// O [D / 32][2R][16] -> [R, D] in place (tmp: R * D floats). Chunk c holds the even d of row r,
+// O[r][32c + 2i], at [c][r][i] and the odd ones at [c][R + r][i] (the AMX decode kernel's order).
+inline void unstack_even_odd(float* O, int R, int D, float* tmp) {
+  const __m512i lo = _mm512_set_epi32(23, 7, 22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  const __m512i hi = _mm512_set_epi32(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8);
+  for (int c = 0; c < D / 32; ++c)
+    for (int r = 0; r < R; ++r) {
+      const __m512 e = _mm512_loadu_ps(O + (c * 2 * R + r) * 16);
+      const __m512 o = _mm512_loadu_ps(O + (c * 2 * R + R + r) * 16);
+      _mm512_storeu_ps(tmp + r * D + 32 * c, _mm512_permutex2var_ps(e, lo, o));
+      _mm512_storeu_ps(tmp + r * D + 32 * c + 16, _mm512_permutex2var_ps(e, hi, o));
+    }
+  std::memcpy(O, tmp, sizeof(float) * R * D);
 }
 
 // Prefetches the next chunk's rows a few keys at a time, spread over the chunk's work: a burst
