@@ -97,6 +97,28 @@ inline __m512 reduce_rows(__m512 v, Op op) {
   return v;
 }
 
+// The query rows' view of a chunk, the same for every KV head: the keys [lo, hi) each row sees
+// (lanes i % Rp), and whether every row sees all kKeyChunk keys (plain decode past the first
+// keys, no window): then the softmax needs no masks.
+struct ChunkView {
+  alignas(64) int32_t lo[16];
+  alignas(64) int32_t hi[16];
+  bool all;
+};
+
+template <int Rp>
+ChunkView chunk_view(const BlockRows& br, int64_t k0, int n) {
+  ChunkView v;
+  v.all = n == kKeyChunk;
+  for (int i = 0; i < Rp; ++i) {
+    v.lo[i] = v.hi[i] = 0;
+    if (i < br.rows) visible_range(br.first_pos + i / br.group, br.window, k0, n, &v.lo[i], &v.hi[i]);
+    v.all = v.all && v.lo[i] == 0 && v.hi[i] == n;
+  }
+  for (int i = Rp; i < 16; ++i) { v.lo[i] = v.lo[i % Rp]; v.hi[i] = v.hi[i % Rp]; }
+  return v;
+}
+
 // Online-softmax update of the R rows of one head from their scores St[g][16 keys][Rp]
 // (unscaled; Rp = R rounded up to 4 or 8, columns past R unused), all rows at once: lane i of
 // score vector z holds key (16 / Rp) z + i / Rp of row i % Rp, so no row is gathered, and the
@@ -104,51 +126,64 @@ inline __m512 reduce_rows(__m512 v, Op op) {
 // 32 x 2,048 keys from DRAM 12.4-13.2 vs 12.1-12.6 ms, the K / V in L2 29-32 vs 28-30 us).
 // Probabilities go to the A tiles P[g][2R][16 keys] (row r: pairs (p, 0), row R + r: (0, p));
 // running max m (natural log units), sum l; O rows ([D / 32][2R][16]) rescaled when m moves.
+// Its instruction count matters more than its latency: between tile loads that wait on DRAM,
+// every instruction takes a reorder-buffer entry, and a long run of them keeps the next loads
+// from issuing; so the common case (all keys visible, scale > 0) runs without masks, the scale
+// folded into the exponent's first FMA.
 template <int Rp>
-void softmax_head(const BlockRows& br, const float* St, int R, int64_t k0, int n, uint32_t* P,
-                  float* m, float* l, float* O) {
+void softmax_head(const BlockRows& br, const ChunkView& view, const float* St, int R, int n,
+                  uint32_t* P, float* m, float* l, float* O) {
   constexpr int KZ = 16 / Rp;  // keys per vector
   constexpr float kLog2e = 1.44269504088896341f;
   const int nz = (n + 15) / 16 * Rp;
-  const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-  const __m512i lane_key = _mm512_srli_epi32(lane, Rp == 4 ? 2 : 3);
-  // Per row (lane pattern i % Rp): visible keys [lo, hi) of the chunk, running max in log2 units.
-  alignas(64) int32_t lo[16], hi[16];
-  alignas(64) float m2[16], m2_new[16], sums[16];
-  for (int i = 0; i < Rp; ++i) {
-    lo[i] = hi[i] = 0;
-    if (i < R) visible_range(br.first_pos + i / br.group, br.window, k0, n, &lo[i], &hi[i]);
-    m2[i] = i < R ? m[i] * kLog2e : -INFINITY;
-  }
-  for (int i = Rp; i < 16; ++i) { lo[i] = lo[i % Rp]; hi[i] = hi[i % Rp]; m2[i] = m2[i % Rp]; }
-  const __m512i vlo = _mm512_load_si512(lo), vhi = _mm512_load_si512(hi);
-  const __m512 c = _mm512_set1_ps(br.scale * kLog2e);
+  const float c = br.scale * kLog2e;
+  alignas(64) float m2[16];
+  for (int i = 0; i < Rp; ++i) m2[i] = i < R ? m[i] * kLog2e : -INFINITY;
+  for (int i = Rp; i < 16; ++i) m2[i] = m2[i % Rp];
+  const __m512 vm_old = _mm512_load_ps(m2);
   __m512 t[4 * Rp];
-  __mmask16 live[4 * Rp];
-  __m512 mx = _mm512_set1_ps(-INFINITY);
-  for (int z = 0; z < nz; ++z) {
-    const __m512i key = _mm512_add_epi32(lane_key, _mm512_set1_epi32(KZ * z));
-    live[z] = _mm512_mask_cmplt_epi32_mask(_mm512_cmpge_epi32_mask(key, vlo), key, vhi);
-    t[z] = _mm512_mul_ps(_mm512_load_ps(St + 16 * z), c);
-    mx = _mm512_mask_max_ps(mx, live[z], mx, t[z]);
+  __m512 mx;
+  const bool plain = view.all && c > 0.0f;
+  if (plain) {  // raw scores; max(s c) = max(s) c
+    for (int z = 0; z < 4 * Rp; ++z) t[z] = _mm512_load_ps(St + 16 * z);
+    __m512 a = _mm512_max_ps(t[0], t[1]), b = _mm512_max_ps(t[2], t[3]);
+    for (int z = 4; z < 4 * Rp; z += 4) {
+      a = _mm512_max_ps(a, _mm512_max_ps(t[z], t[z + 1]));
+      b = _mm512_max_ps(b, _mm512_max_ps(t[z + 2], t[z + 3]));
+    }
+    mx = _mm512_mul_ps(reduce_rows<Rp>(_mm512_max_ps(a, b),
+                                       [](__m512 x, __m512 y) { return _mm512_max_ps(x, y); }),
+                       _mm512_set1_ps(c));
+  } else {  // scores in log2 units, masked
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i lane_key = _mm512_srli_epi32(lane, Rp == 4 ? 2 : 3);
+    const __m512i vlo = _mm512_load_si512(view.lo), vhi = _mm512_load_si512(view.hi);
+    const __m512 vc = _mm512_set1_ps(c);
+    mx = _mm512_set1_ps(-INFINITY);
+    for (int z = 0; z < nz; ++z) {
+      const __m512i key = _mm512_add_epi32(lane_key, _mm512_set1_epi32(KZ * z));
+      const __mmask16 live = _mm512_mask_cmplt_epi32_mask(_mm512_cmpge_epi32_mask(key, vlo), key, vhi);
+      // -inf where not visible: exp2 gives 0 there
+      t[z] = _mm512_mask_mul_ps(_mm512_set1_ps(-INFINITY), live, _mm512_load_ps(St + 16 * z), vc);
+      mx = _mm512_max_ps(mx, t[z]);
+    }
+    mx = reduce_rows<Rp>(mx, [](__m512 x, __m512 y) { return _mm512_max_ps(x, y); });
   }
-  mx = reduce_rows<Rp>(mx, [](__m512 a, __m512 b) { return _mm512_max_ps(a, b); });
   // The reference max moves only when a score passes it by more than 8 (so p <= 256): each move
   // costs a rescaling pass over the O row. Past the first chunks it seldom moves.
-  const __m512 vm_old = _mm512_load_ps(m2);
   const __mmask16 move =
       _mm512_cmp_ps_mask(vm_old, _mm512_set1_ps(-INFINITY), _CMP_EQ_OQ) |
       _mm512_cmp_ps_mask(mx, _mm512_add_ps(vm_old, _mm512_set1_ps(8.0f)), _CMP_GT_OQ);
   const __m512 vm = _mm512_mask_blend_ps(move, vm_old, mx);
-  __m512 sum = _mm512_setzero_ps();
-  for (int z = 0; z < nz; ++z) {
-    t[z] = exp2_live(live[z], _mm512_sub_ps(t[z], vm));
-    sum = _mm512_add_ps(sum, t[z]);
-  }
-  _mm512_store_ps(sums, reduce_rows<Rp>(sum, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); }));
-  _mm512_store_ps(m2_new, vm);
-  for (int r = 0; r < R; ++r) {
-    if (m2_new[r] != m2[r]) {
+  // Rows that have seen nothing yet keep m = -inf: their lanes are zeroed.
+  const __mmask16 finite = _mm512_cmp_ps_mask(vm, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ);
+  const __mmask16 rows = static_cast<__mmask16>((1u << R) - 1);  // lane r: row r
+  const __mmask16 moved = _mm512_mask_cmp_ps_mask(rows, vm, vm_old, _CMP_NEQ_UQ);
+  if (moved) {  // l and the O rows to the new reference (rare past the first chunk)
+    alignas(64) float m2_new[16];
+    _mm512_store_ps(m2_new, vm);
+    for (int r = 0; r < R; ++r) {
+      if (!((moved >> r) & 1)) continue;
       if (l[r] > 0.0f) {  // (l == 0: nothing in O yet)
         const float alpha = std::exp2(m2[r] - m2_new[r]);
         l[r] *= alpha;
@@ -162,16 +197,24 @@ void softmax_head(const BlockRows& br, const float* St, int R, int64_t k0, int n
       }
       m[r] = m2_new[r] / kLog2e;
     }
-    l[r] += sums[r];
   }
-  // To bf16 and transposed into rows of 16 keys: word 2k of row r (k = key) from the pair
-  // (even / odd words zeroed for the (p, 0) / (0, p) rows).
+  // Per group: the probabilities, then to bf16 and transposed into rows of 16 keys (word 2k of
+  // row r, k = key, from the pair; even / odd words zeroed for the (p, 0) / (0, p) rows).
   const __m512i word_key = _mm512_srli_epi16(
       _mm512_set_epi16(31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14,
                        13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), 1);
   constexpr __mmask32 kEven = 0x55555555u, kOdd = 0xAAAAAAAAu;
+  const __m512 vc = _mm512_set1_ps(c), nvm = _mm512_sub_ps(_mm512_setzero_ps(), vm);
+  __m512 sum = _mm512_setzero_ps();
   for (int g = 0; g < nz / Rp; ++g) {
-    const __m512* p = t + g * Rp;
+    __m512 p[Rp];
+    for (int i = 0; i < Rp; ++i) {
+      const int z = g * Rp + i;
+      p[i] = plain ? exp2_live(finite, _mm512_fmadd_ps(t[z], vc, nvm))
+                   // (-inf - m clamped: 2^-200 is 0 in fp32)
+                   : exp2_live(finite, _mm512_max_ps(_mm512_sub_ps(t[z], vm), _mm512_set1_ps(-200.0f)));
+      sum = _mm512_add_ps(sum, p[i]);
+    }
     uint32_t* pg = P + g * 2 * R * 16;
     if constexpr (Rp == 4) {
       // a, b: words 4k + r = key k, row r (keys 0-7 in a, 8-15 in b)
@@ -214,6 +257,8 @@ void softmax_head(const BlockRows& br, const float* St, int R, int64_t k0, int n
       }
     }
   }
+  sum = reduce_rows<Rp>(sum, [](__m512 a, __m512 b) { return _mm512_add_ps(a, b); });
+  _mm512_mask_storeu_ps(l, rows, _mm512_add_ps(_mm512_maskz_loadu_ps(rows, l), sum));
 }
 
 }  // namespace
@@ -283,14 +328,15 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
   // 2. softmax of a head's rows (vector work), issued after the previous head's output products
   // (tile work) so the two can overlap; the P tiles it writes are loaded a head later, not at
   // once (a tile load right after vector stores to its lines waits for them)
+  const ChunkView view = Rp == 4 ? chunk_view<4>(br, k0, n) : chunk_view<8>(br, k0, n);
   auto softmax = [&](int gi) {
     const int64_t so = static_cast<int64_t>(gi) * rows_pad;
     const float* st = St + static_cast<int64_t>(gi) * kGroups * 16 * Rp;
     uint32_t* p = P + gi * kGroups * 2 * R * 16;
     if (Rp == 4)
-      softmax_head<4>(br, st, R, k0, n, p, m + so, l + so, O + so * D);
+      softmax_head<4>(br, view, st, R, n, p, m + so, l + so, O + so * D);
     else
-      softmax_head<8>(br, st, R, k0, n, p, m + so, l + so, O + so * D);
+      softmax_head<8>(br, view, st, R, n, p, m + so, l + so, O + so * D);
   };
   softmax(0);
 
