@@ -110,9 +110,10 @@ template <int Rp>
 ChunkView chunk_view(const BlockRows& br, int64_t k0, int n) {
   ChunkView v;
   v.all = n == kKeyChunk;
-  for (int i = 0; i < Rp; ++i) {
+  for (int i = 0; i < Rp; ++i) {  // (rows past br.rows: padding, nothing visible)
     v.lo[i] = v.hi[i] = 0;
-    if (i < br.rows) visible_range(br.first_pos + i / br.group, br.window, k0, n, &v.lo[i], &v.hi[i]);
+    if (i >= br.rows) continue;
+    visible_range(br.first_pos + i / br.group, br.window, k0, n, &v.lo[i], &v.hi[i]);
     v.all = v.all && v.lo[i] == 0 && v.hi[i] == n;
   }
   for (int i = Rp; i < 16; ++i) { v.lo[i] = v.lo[i % Rp]; v.hi[i] = v.hi[i % Rp]; }
@@ -285,7 +286,8 @@ void amx_decode_chunk(const BlockRows& br, int kvn, int rows_pad, const uint32_t
   const int ng = (n + 15) / 16;
   const int nc = D / 32;
   const int64_t ss = br.slot_stride;
-  alignas(64) float St[128 * kKeyChunk];    // scores [gi][g][16 keys][Rp], kvn * R <= 64
+  alignas(64) float St[128 * kKeyChunk];    // scores [gi][g][16 keys][Rp]; kvn * R <= 64,
+                                            // so kvn * Rp <= 64 * 8 / 5
   alignas(64) uint32_t P[2 * 64 * kKeyChunk];  // [gi][g][2R][16 keys]
   alignas(64) uint16_t buf[16 * 32];        // a gathered 16-key x 32-d tile
   bool direct[kGroups];
