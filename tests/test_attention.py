@@ -46,7 +46,7 @@ def check(args, dtype, **kw):
     torch.testing.assert_close(got.double(), want.double(), atol=TOL[dtype][0], rtol=TOL[dtype][1])
 
 
-@pytest.fixture(params=["best", "scalar"])
+@pytest.fixture(params=["best", "avx2", "scalar"])
 def isa(request):
     pagedinfer._C.set_cpu_isa(request.param)
     yield request.param

@@ -86,6 +86,12 @@ void run_attention_item(const PagedAttentionParams& p, const AttentionWorkItem& 
     return;
   }
 #endif
+#ifdef PAGEDINFER_HAVE_AVX2
+  if (active_isa() == Isa::kAvx2) {
+    avx2_attn::run_item(p, item, partials, lse);
+    return;
+  }
+#endif
   scalar_attn::run_item(p, item, partials, lse);
 }
 

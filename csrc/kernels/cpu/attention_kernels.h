@@ -150,6 +150,12 @@ namespace scalar_attn {
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
               float* lse);
 }
+#ifdef PAGEDINFER_HAVE_AVX2
+namespace avx2_attn {
+void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
+              float* lse);
+}
+#endif
 #ifdef PAGEDINFER_HAVE_AVX512
 namespace avx512_attn {
 bool amx_ready();
