@@ -110,21 +110,7 @@ void store_row(T* dst, const float* src, float mul, int D) {
   for (int d = 0; d < D; ++d) dst[d] = from_f32<T>(src[d] * mul);
 }
 
-// No chunk kernel of its own: always the generic fp32 chunk path, on the primitives above.
-template <typename T>
-bool fast_path_ok(int) { return false; }
-inline void fast_prepare(const BlockRows&, const float*, int, float*) {}
-template <typename T>
-void fast_chunk(const BlockRows&, int, const float*, const T* const*, const T* const*, int64_t,
-                int64_t, int, float*, float*, float*, float*, const T*, float*, float*, float*,
-                const NextRows<T>&) {}
-inline void fast_finish(const BlockRows&, float*, int, float*) {}
-template <typename T>
-bool fast_chunk_heads(const BlockRows&, int, int, const float*, const T* const*, const T* const*,
-                      int64_t, int64_t, int, const T*, float*, float*, float*, const NextRows<T>&) {
-  return false;
-}
-
+#include "kernels/cpu/attention_no_fast_path.h"
 #include "kernels/cpu/attention_kernels_impl.h"
 
 void run_item(const PagedAttentionParams& p, const AttentionWorkItem& item, float* partials,
